@@ -1,0 +1,91 @@
+"""Optical character recognition for images and scanned pages (RapidOCR, PP-OCR ONNX models)."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from rapidocr_onnxruntime import RapidOCR
+
+MIN_SIDE = 16  # below this no glyph is legible; skipping saves a model call
+MAX_SIDE = 2000  # larger images are downscaled first: detection time grows with pixel count
+
+
+class OcrEngine:
+    """Recognises the text in an image. The models load once, on first use, from any thread."""
+
+    def __init__(self) -> None:
+        self._engine: RapidOCR | None = None
+        self._lock = threading.Lock()
+
+    def _get_engine(self) -> RapidOCR:
+        if self._engine is None:
+            with self._lock:
+                # double-checked: two threads may both have seen None
+                if self._engine is None:
+                    # imported here: onnxruntime and opencv are slow to import and unused without OCR
+                    from rapidocr_onnxruntime import RapidOCR
+
+                    self._engine = RapidOCR()
+        return self._engine
+
+    def text_of(self, image: Image.Image) -> str:
+        """The recognised lines in reading order, one line per text row; "" when nothing is found."""
+        if min(image.size) < MIN_SIDE:
+            return ""
+        array = _to_bgr_array(_downscaled(image))
+        result, _timings = self._get_engine()(array)
+        if not result:
+            return ""
+        return _reading_order(result)
+
+
+def _downscaled(image: Image.Image) -> Image.Image:
+    long_side = max(image.size)
+    if long_side <= MAX_SIDE:
+        return image
+    scale = MAX_SIDE / long_side
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return image.resize(size, Image.Resampling.LANCZOS)
+
+
+def _to_bgr_array(image: Image.Image) -> np.ndarray:
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        # transparent pixels often hide black RGB values: flatten onto white so dark text stays visible
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    rgb = np.asarray(image.convert("RGB"))
+    # RapidOCR takes a 3-channel ndarray as OpenCV's BGR order
+    return np.ascontiguousarray(rgb[:, :, ::-1])
+
+
+def _reading_order(result: list[Any]) -> str:
+    """Groups detected lines into horizontal bands (top to bottom), each band read left to right."""
+    boxes = []
+    for box, text, _score in result:
+        text = str(text).strip()
+        if not text:
+            continue
+        ys = [float(point[1]) for point in box]
+        xs = [float(point[0]) for point in box]
+        boxes.append((min(ys), max(ys), min(xs), text))
+    boxes.sort(key=lambda b: (b[0], b[2]))
+
+    bands: list[list[tuple[float, float, float, str]]] = []
+    for box in boxes:
+        top, bottom = box[0], box[1]
+        if bands:
+            band_top = min(b[0] for b in bands[-1])
+            band_bottom = max(b[1] for b in bands[-1])
+            overlap = min(bottom, band_bottom) - max(top, band_top)
+            # same row when the boxes share at least half of the smaller height
+            if overlap >= 0.5 * min(bottom - top, band_bottom - band_top):
+                bands[-1].append(box)
+                continue
+        bands.append([box])
+    return "\n".join(" ".join(b[3] for b in sorted(band, key=lambda b: b[2])) for band in bands)

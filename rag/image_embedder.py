@@ -1,0 +1,85 @@
+"""CLIP embeddings through open_clip: images, and text queries into the same space (text-to-image search).
+
+No package registry ships CLIP weights. When they can't be loaded (offline, no local copy), Loupe runs
+without image embeddings: images are still stored and OCR'd, and embedded later (`python -m rag
+embed-images`) once weights are available. `load_image_embedder` returns the reason instead of raising.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from rag.records import ModelId
+
+
+class ImageEmbedder:
+    def __init__(self, model: str, pretrained: str, device: str = "cpu") -> None:
+        import open_clip
+        import torch
+
+        self.device = device
+        # A 'local-dir:' model carries its own weights; `pretrained` then means nothing to open_clip.
+        pretrained_arg = None if model.startswith("local-dir:") else (pretrained or None)
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(
+            model, pretrained=pretrained_arg, device=device)
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
+        with torch.no_grad():
+            probe = self.model.encode_text(self.tokenizer(["probe"]).to(device))
+        self.model_id = ModelId(f"{model}|{_weights_label(pretrained_arg)}", int(probe.shape[-1]))
+
+    @property
+    def dim(self) -> int:
+        return self.model_id.dim
+
+    def embed_images(self, images: Sequence[bytes], batch_size: int = 32) -> np.ndarray:
+        """Unit-length vectors for encoded images (PNG, JPEG, ...)."""
+        import torch
+        from PIL import Image
+
+        rows = []
+        for start in range(0, len(images), batch_size):
+            batch = []
+            for data in images[start:start + batch_size]:
+                with Image.open(io.BytesIO(data)) as image:
+                    batch.append(self.preprocess(image.convert("RGB")))
+            with torch.no_grad():
+                rows.append(self.model.encode_image(torch.stack(batch).to(self.device)).float().cpu().numpy())
+        return _normalise(np.concatenate(rows) if rows else np.zeros((0, self.dim), np.float32))
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            vectors = self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
+        return _normalise(vectors)
+
+
+def load_image_embedder(model: str, pretrained: str, device: str = "cpu") -> tuple[ImageEmbedder | None, str]:
+    """The CLIP embedder, or None and a one-line reason why image search by text is off."""
+    try:
+        return ImageEmbedder(model, pretrained, device), ""
+    except Exception as error:  # offline hub, missing file, unknown architecture: all mean "no CLIP"
+        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        return None, (
+            f"Image search by text is off: CLIP weights for {model} ({pretrained or 'no weights named'}) "
+            f"could not be loaded ({reason}). Images are still stored and OCR'd; run "
+            f"`python -m rag embed-images` once the weights are available (internet, or "
+            f"LOUPE_CLIP_PRETRAINED=/path/to/weights)."
+        )
+
+
+def _weights_label(pretrained: str | None) -> str:
+    if not pretrained:
+        return "own-weights"
+    return Path(pretrained).name if ("/" in pretrained or "\\" in pretrained) else pretrained
+
+
+def _normalise(vectors: np.ndarray) -> np.ndarray:
+    vectors = np.asarray(vectors, dtype=np.float32)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)

@@ -1,0 +1,123 @@
+"""One settings object for the whole of Loupe: flags, then environment, then defaults.
+
+It is built once at an entry point (CLI, app, tests) and passed down; nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ANSWER_MODES = ("generate", "extractive")
+RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class SettingsError(ValueError):
+    """A setting has a value Loupe cannot use; the message names the setting."""
+
+
+def _env(name: str) -> dict[str, str]:
+    return {"env": name}
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the knowledge base lives: a folder holding the catalog and the indexes.
+    store: Path = field(default=PROJECT_ROOT / "indexes" / "default", metadata=_env("LOUPE_STORE"))
+    # Models. Names resolve to a packaged copy when one is installed (see rag.models), else to a hub id.
+    text_model: str = field(default="all-MiniLM-L6-v2", metadata=_env("LOUPE_TEXT_MODEL"))
+    clip_model: str = field(default="ViT-B-32", metadata=_env("LOUPE_CLIP_MODEL"))
+    clip_pretrained: str = field(default="laion2b_s34b_b79k", metadata=_env("LOUPE_CLIP_PRETRAINED"))
+    generator_model: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata=_env("LOUPE_GENERATOR"))
+    device: str = field(default="auto", metadata=_env("LOUPE_DEVICE"))
+    cache_dir: Path = field(default=Path.home() / ".cache" / "loupe", metadata=_env("LOUPE_CACHE_DIR"))
+    # Ingest.
+    chunk_tokens: int = field(default=200, metadata=_env("LOUPE_CHUNK_TOKENS"))
+    chunk_overlap: int = field(default=40, metadata=_env("LOUPE_CHUNK_OVERLAP"))
+    max_file_mb: float = field(default=200.0, metadata=_env("LOUPE_MAX_FILE_MB"))
+    ocr: bool = field(default=True, metadata=_env("LOUPE_OCR"))
+    embed_batch_size: int = field(default=64, metadata=_env("LOUPE_EMBED_BATCH"))
+    # Answers.
+    top_k: int = field(default=5, metadata=_env("LOUPE_TOP_K"))
+    answer_mode: str = field(default="generate", metadata=_env("LOUPE_ANSWER_MODE"))
+    retrieval_mode: str = field(default="hybrid", metadata=_env("LOUPE_RETRIEVAL_MODE"))
+    max_new_tokens: int = field(default=200, metadata=_env("LOUPE_MAX_NEW_TOKENS"))
+    # Browser app.
+    host: str = field(default="127.0.0.1", metadata=_env("LOUPE_HOST"))
+    port: int = field(default=7860, metadata=_env("LOUPE_PORT"))
+    share: bool = field(default=False, metadata=_env("LOUPE_SHARE"))
+    auth: str = field(default="", metadata=_env("LOUPE_AUTH"))  # "user:password", empty = open
+    max_upload_mb: float = field(default=100.0, metadata=_env("LOUPE_MAX_UPLOAD_MB"))
+    max_upload_files: int = field(default=50, metadata=_env("LOUPE_MAX_UPLOAD_FILES"))
+
+    def __post_init__(self) -> None:
+        if self.answer_mode not in ANSWER_MODES:
+            raise SettingsError(f"answer_mode must be one of {ANSWER_MODES}, not {self.answer_mode!r}")
+        if self.retrieval_mode not in RETRIEVAL_MODES:
+            raise SettingsError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, not {self.retrieval_mode!r}")
+        if self.device not in DEVICES:
+            raise SettingsError(f"device must be one of {DEVICES}, not {self.device!r}")
+        if not 0 <= self.chunk_overlap < self.chunk_tokens:
+            raise SettingsError("chunk_overlap must be at least 0 and smaller than chunk_tokens")
+        for name in ("top_k", "chunk_tokens", "max_new_tokens", "embed_batch_size", "max_upload_files"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        if self.max_file_mb <= 0 or self.max_upload_mb <= 0:
+            raise SettingsError("size limits must be positive")
+        if self.auth and ":" not in self.auth:
+            raise SettingsError("auth must be 'user:password'")
+
+    @classmethod
+    def load(cls, flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """Flags (None means 'not given') win over environment variables, which win over defaults."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            env_name = f.metadata.get("env")
+            if env_name and environ.get(env_name, "") != "":
+                values[f.name] = _convert(f.name, f.type, environ[env_name])
+        for name, value in (flags or {}).items():
+            if value is not None:
+                values[name] = _convert(name, _field_type(cls, name), value)
+        return cls(**values)
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    @property
+    def max_file_bytes(self) -> int:
+        return int(self.max_file_mb * 1024 * 1024)
+
+
+def _field_type(cls: type, name: str) -> str:
+    for f in fields(cls):
+        if f.name == name:
+            return str(f.type)
+    raise SettingsError(f"unknown setting {name!r}")
+
+
+def _convert(name: str, type_name: str | type, raw: Any) -> Any:
+    type_name = str(type_name)
+    if not isinstance(raw, str):
+        return Path(raw) if type_name == "Path" else raw
+    try:
+        if type_name == "int":
+            return int(raw)
+        if type_name == "float":
+            return float(raw)
+        if type_name == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if type_name == "Path":
+            return Path(raw).expanduser()
+    except ValueError:
+        raise SettingsError(f"{name}: cannot read {raw!r} as {type_name}") from None
+    return raw

