@@ -35,6 +35,9 @@ def _open(path: Path, data: bytes) -> PdfReader:
             raise IngestError(path, "encrypted PDF (password required)")
         if len(reader.pages) == 0:
             raise IngestError(path, "corrupt or truncated PDF (no pages found)")
+        if reader.is_encrypted:
+            # decrypting one stream now: AES needs the optional 'cryptography' package (DependencyError)
+            reader.pages[0].get_contents()
     except IngestError:
         raise
     except DependencyError as exc:

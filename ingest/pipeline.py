@@ -1,0 +1,256 @@
+"""Feed files into a knowledge base: read, chunk, OCR, embed, store; one transaction per file.
+
+Each file ends in one outcome (added, replaced, duplicate, failed) with a message that names it.
+A failing file never stops the batch and never touches what is already stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from PIL import Image
+from tqdm import tqdm
+
+from ingest.chunking import ChunkBudget, chunk_blocks
+from ingest.ocr import OcrEngine
+from ingest.parsed import IngestError, PageImage, ParsedFile, TextBlock
+from ingest.paths import expand_paths
+from ingest.readers import SUPPORTED_SUFFIXES, read_file
+from rag.image_embedder import ImageEmbedder
+from rag.records import NewChunk
+from rag.settings import Settings
+from rag.store import KnowledgeBase, Writer
+from rag.text_embedder import TextEmbedder
+
+STAGES = ("parse", "ocr", "embed", "index")
+CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
+
+ProgressCallback = Callable[[str, str, int, int], None]  # (file name, stage, done, total)
+
+
+@dataclass
+class FileOutcome:
+    path: str
+    status: str  # "added", "replaced", "duplicate", "failed"
+    message: str
+    document_id: int | None = None
+    pages: int = 0
+    chunks: int = 0
+    images: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+
+@dataclass
+class IngestReport:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    images_waiting: int = 0
+
+    @property
+    def failed(self) -> list[FileOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    def totals(self) -> dict[str, int]:
+        added = [o for o in self.outcomes if o.status in ("added", "replaced")]
+        return {"files": len(added), "pages": sum(o.pages for o in added), "chunks": sum(o.chunks for o in added),
+                "images": sum(o.images for o in added)}
+
+    def summary(self) -> str:
+        counts = defaultdict(int)
+        for outcome in self.outcomes:
+            counts[outcome.status] += 1
+        totals = self.totals()
+        stages = ", ".join(f"{stage} {self.seconds.get(stage, 0.0):.1f}s" for stage in STAGES)
+        parts = [f"{counts[s]} {s}" for s in ("added", "replaced", "duplicate", "failed") if counts[s]]
+        line = (f"{', '.join(parts) or 'nothing to do'}; {totals['pages']} pages, {totals['chunks']} chunks, "
+                f"{totals['images']} images. Time: {stages}.")
+        if self.images_waiting:
+            line += f" {self.images_waiting} images wait for CLIP weights to be embedded."
+        return line
+
+
+class _TimedOcr:
+    """Counts the seconds spent in OCR, so the summary can split it from parsing."""
+
+    def __init__(self, engine: OcrEngine) -> None:
+        self._engine = engine
+        self.seconds = 0.0
+
+    def text_of(self, image: Image.Image) -> str:
+        start = time.perf_counter()
+        try:
+            return self._engine.text_of(image)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+
+class Ingestor:
+    def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: TextEmbedder,
+                 image_embedder: ImageEmbedder | None = None, ocr: OcrEngine | None = None) -> None:
+        self.kb = kb
+        self.settings = settings
+        self.text_embedder = text_embedder
+        self.image_embedder = image_embedder
+        self.ocr = ocr
+        self.budget = ChunkBudget(min(settings.chunk_tokens, text_embedder.max_tokens), settings.chunk_overlap)
+
+    def ingest(self, arguments: Iterable[str | Path], show_progress: bool = False,
+               on_progress: ProgressCallback | None = None, names: dict[Path, str] | None = None) -> IngestReport:
+        """Ingest files, folders and globs. `names` gives display names (uploads keep their original name)."""
+        files, errors = expand_paths(arguments, SUPPORTED_SUFFIXES)
+        report = IngestReport()
+        report.outcomes += [FileOutcome(e.path, "failed", str(e)) for e in errors]
+        bar = tqdm(files, desc="files", unit="file", disable=not show_progress, file=sys.stderr)
+        for path in bar:
+            name = (names or {}).get(path, path.name)
+            bar.set_postfix_str(name[-40:])
+            report.outcomes.append(self.ingest_file(path, name, report.seconds, show_progress, on_progress))
+        bar.close()
+        if self.image_embedder is not None and self.kb.images_waiting():
+            self.embed_waiting_images(report.seconds)
+        report.images_waiting = len(self.kb.images_waiting())
+        return report
+
+    def ingest_file(self, path: Path, name: str | None = None, seconds: dict[str, float] | None = None,
+                    show_progress: bool = False, on_progress: ProgressCallback | None = None) -> FileOutcome:
+        seconds = defaultdict(float) if seconds is None else seconds
+        name = name or path.name
+        try:
+            return self._ingest_file(path, name, seconds, show_progress, on_progress)
+        except IngestError as error:
+            return FileOutcome(str(path), "failed", f"{name}: {error.reason}")
+        except Exception as error:  # a reader or model bug must not end the batch; say which file hit it
+            return FileOutcome(str(path), "failed", f"{name}: unexpected error ({type(error).__name__}: {error})")
+
+    def _ingest_file(self, path: Path, name: str, seconds: dict[str, float], show_progress: bool,
+                     on_progress: ProgressCallback | None) -> FileOutcome:
+        notify = on_progress or (lambda *_: None)
+        size = path.stat().st_size
+        if size > self.settings.max_file_bytes:
+            raise IngestError(path, f"file is {size / 2**20:.1f} MB, over the {self.settings.max_file_mb:g} MB "
+                                    "limit (LOUPE_MAX_FILE_MB)")
+        sha = _sha256(path)
+        existing = self.kb.document_by_sha(sha)
+        if existing is not None:
+            return FileOutcome(str(path), "duplicate", f"{name}: already in the knowledge base as "
+                               f"'{existing.name}' (id {existing.id}); nothing added", existing.id)
+        previous = [d for d in self.kb.documents_by_path(str(path))]
+        timed_ocr = _TimedOcr(self.ocr) if self.ocr is not None else None
+        start = time.perf_counter()
+        parsed = read_file(path, timed_ocr)
+        notify(name, "parse", 0, parsed.page_count)
+        counters = {"chunks": 0, "images": 0, "pages": 0}
+        embed_seconds = 0.0
+        index_start = None
+        with self.kb.write() as writer:
+            for old in previous:
+                writer.delete_document(old.id)
+            document_id = writer.add_document(str(path), name, parsed.kind, sha, size, parsed.page_count)
+            pages = tqdm(total=parsed.page_count, desc=name[-30:], unit="page", leave=False,
+                         disable=not show_progress or parsed.page_count < 2, file=sys.stderr)
+            for batch, images in self._batches(parsed, counters, pages, notify, name):
+                embed_start = time.perf_counter()
+                self._store_batch(writer, document_id, counters, batch, images)
+                embed_seconds += time.perf_counter() - embed_start
+            pages.close()
+            if counters["chunks"] == 0 and counters["images"] == 0:
+                raise IngestError(path, "no text or images found" + _ocr_hint(parsed, self.ocr))
+            index_start = time.perf_counter()
+        index_seconds = time.perf_counter() - index_start
+        total = time.perf_counter() - start
+        ocr_seconds = timed_ocr.seconds if timed_ocr else 0.0
+        seconds["ocr"] += ocr_seconds
+        seconds["embed"] += embed_seconds
+        seconds["index"] += index_seconds
+        seconds["parse"] += max(0.0, total - ocr_seconds - embed_seconds - index_seconds)
+        notify(name, "done", parsed.page_count, parsed.page_count)
+        status = "replaced" if previous else "added"
+        verb = "replaced its earlier version" if previous else "added"
+        message = (f"{name}: {verb}: {parsed.page_count} pages, {counters['chunks']} chunks, "
+                   f"{counters['images']} images")
+        if parsed.warnings:
+            message += f" ({len(parsed.warnings)} warnings: {parsed.warnings[0]}{' …' if len(parsed.warnings) > 1 else ''})"
+        return FileOutcome(str(path), status, message, document_id, parsed.page_count, counters["chunks"],
+                           counters["images"], list(parsed.warnings))
+
+    def _batches(self, parsed: ParsedFile, counters: dict[str, int], pages: tqdm, notify: ProgressCallback,
+                 name: str) -> Iterator[tuple[list[NewChunk], list[PageImage]]]:
+        """Chunks and images in batches of CHUNK_BATCH chunks, consuming the reader lazily."""
+        images: list[PageImage] = []
+        last_page = 0
+
+        def blocks() -> Iterator[TextBlock]:
+            nonlocal last_page
+            for item in parsed.items:
+                if item.page > last_page:
+                    pages.update(item.page - last_page)
+                    last_page = item.page
+                    notify(name, "parse", last_page, parsed.page_count)
+                if isinstance(item, PageImage):
+                    images.append(item)
+                else:
+                    yield item
+
+        batch: list[NewChunk] = []
+        for chunk in chunk_blocks(blocks(), self._count_tokens, self.budget):
+            batch.append(chunk)
+            if len(batch) >= CHUNK_BATCH:
+                yield batch, images[:]
+                batch, images[:] = [], []
+        yield batch, images[:]
+
+    def _store_batch(self, writer: Writer, document_id: int, counters: dict[str, int], chunks: list[NewChunk],
+                     images: list[PageImage]) -> None:
+        texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in chunks]  # the heading helps retrieval
+        vectors = self.text_embedder.embed(texts, self.settings.embed_batch_size)
+        writer.add_chunks(document_id, counters["chunks"], chunks, vectors)
+        counters["chunks"] += len(chunks)
+        image_vectors = self.image_embedder.embed_images([i.data for i in images]) if (
+            self.image_embedder is not None and images) else [None] * len(images)
+        for image, vector in zip(images, image_vectors):
+            writer.add_image(document_id, image.page, image.name or f"page {image.page}", image.data, vector)
+        counters["images"] += len(images)
+
+    def _count_tokens(self, texts: list[str]) -> list[int]:
+        encoded = self.text_embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [len(ids) for ids in encoded]
+
+    def embed_waiting_images(self, seconds: dict[str, float] | None = None) -> int:
+        """Embed the images stored while CLIP weights were missing; returns how many were embedded."""
+        if self.image_embedder is None:
+            raise RuntimeError("no CLIP model loaded: cannot embed images")
+        waiting = self.kb.images_waiting()
+        start = time.perf_counter()
+        for first in range(0, len(waiting), 64):
+            part = waiting[first:first + 64]
+            vectors = self.image_embedder.embed_images([self.kb.image_path(i).read_bytes() for i in part])
+            with self.kb.write() as writer:
+                for image, vector in zip(part, vectors):
+                    writer.set_image_vector(image.id, vector)
+        if seconds is not None:
+            seconds["embed"] += time.perf_counter() - start
+        return len(waiting)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _ocr_hint(parsed: ParsedFile, ocr: OcrEngine | None) -> str:
+    if ocr is None and parsed.kind in ("pdf", "image"):
+        return " (OCR is off, so scanned pages and pictures of text yield nothing)"
+    return ""

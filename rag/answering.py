@@ -1,0 +1,173 @@
+"""Turn a question into a grounded answer: retrieve, then generate from the passages (or extract from them).
+
+An answer carries its sources (file, page, snippet, score) and the images that go with them. When no
+passage is close enough to the question, the answer is the plain NOT_IN_DOCUMENTS line: the generator
+is not asked to improvise.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from rag.generator import Generator
+from rag.prompts import NOT_IN_DOCUMENTS, build_messages
+from rag.retrieval import ImageHit, Passage, Retriever
+from rag.settings import Settings
+from rag.store import KnowledgeBase
+
+# Cosine similarity (all-MiniLM-L6-v2) under which the best passage is taken to be off-topic.
+MIN_PASSAGE_SIMILARITY = 0.25
+# An extractive sentence must be at least this similar to the question, and near the best one.
+MIN_SENTENCE_SIMILARITY = 0.3
+SENTENCE_MARGIN = 0.12
+MAX_EXTRACTED_SENTENCES = 3
+MAX_IMAGES = 6
+# CLIP text-image cosine similarities sit low (about 0.2-0.35 for a match with ViT-B-32).
+MIN_IMAGE_SIMILARITY = 0.25
+_CITATION = re.compile(r"\[(\d+)\]")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass
+class Source:
+    number: int  # the [n] the answer cites
+    file: str
+    page: int
+    text: str
+    score: float
+    heading: str | None
+    document_id: int
+    chunk_id: int
+    cited: bool = False
+
+
+@dataclass
+class AnswerImage:
+    file: str
+    page: int
+    score: float
+    path: str  # the stored copy, for display
+    name: str
+
+
+@dataclass
+class Answer:
+    question: str
+    text: str
+    mode: str
+    sources: list[Source] = field(default_factory=list)
+    images: list[AnswerImage] = field(default_factory=list)
+    grounded: bool = True  # False when the documents hold no answer
+    seconds: dict[str, float] = field(default_factory=dict)  # retrieve, generate
+
+    def to_json(self) -> dict:
+        """The CLI's and API's stable shape."""
+        return {
+            "answer": self.text,
+            "sources": [{"file": s.file, "page": s.page, "text": s.text, "score": round(s.score, 4),
+                         "number": s.number, "cited": s.cited} for s in self.sources],
+            "images": [{"file": i.file, "page": i.page, "score": round(i.score, 4)} for i in self.images],
+            "grounded": self.grounded,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class Assistant:
+    def __init__(self, settings: Settings, retriever: Retriever, generator: Callable[[], Generator]) -> None:
+        self.settings = settings
+        self.retriever = retriever
+        self._generator = generator  # loaded on first use: extractive answers never need it
+
+    def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
+        answer = None
+        for event in self.stream(question, k, mode):
+            if isinstance(event, Answer):
+                answer = event
+        assert answer is not None
+        return answer
+
+    def stream(self, question: str, k: int | None = None, mode: str | None = None) -> Iterator[str | Answer]:
+        """Yield pieces of answer text as they come, then the finished Answer."""
+        k = k or self.settings.top_k
+        mode = mode or self.settings.answer_mode
+        start = time.perf_counter()
+        passages = self.retriever.search(question, k)
+        answer = Answer(question, "", mode, _sources(passages))
+        answer.seconds["retrieve"] = time.perf_counter() - start
+        start = time.perf_counter()
+        if not _answerable(passages):
+            answer.text, answer.grounded, answer.sources = NOT_IN_DOCUMENTS, False, []
+            yield answer.text
+        elif mode == "extractive":
+            answer.text = self._extract(question, passages)
+            yield answer.text
+        else:
+            pieces = []
+            for piece in self._generator().stream(build_messages(question, passages), self.settings.max_new_tokens):
+                pieces.append(piece)
+                yield piece
+            answer.text = "".join(pieces).strip()
+        if NOT_IN_DOCUMENTS.rstrip(".").lower() in answer.text.lower():
+            answer.grounded = False
+        answer.seconds["generate"] = time.perf_counter() - start
+        _mark_cited(answer)
+        if answer.grounded:
+            answer.images = self._images(question, answer.sources)
+        yield answer
+
+    def _extract(self, question: str, passages: list[Passage]) -> str:
+        """The sentences most similar to the question, each with its citation, in the order found."""
+        candidates = [(n, s) for n, p in enumerate(passages, start=1) for s in _SENTENCE.split(p.chunk.text) if s.strip()]
+        if not candidates:
+            return NOT_IN_DOCUMENTS
+        embedder = self.retriever.text_embedder
+        vectors = embedder.embed([question] + [s for _, s in candidates], self.settings.embed_batch_size)
+        scores = vectors[1:] @ vectors[0]
+        best = float(scores.max())
+        if best < MIN_SENTENCE_SIMILARITY:
+            return NOT_IN_DOCUMENTS
+        chosen = [i for i in np.argsort(-scores)[:MAX_EXTRACTED_SENTENCES] if scores[i] >= best - SENTENCE_MARGIN]
+        return " ".join(f"{candidates[i][1].strip()} [{candidates[i][0]}]" for i in sorted(chosen))
+
+    def _images(self, question: str, sources: list[Source]) -> list[AnswerImage]:
+        """Images on the cited pages first, then CLIP's text-to-image matches."""
+        kb = self.retriever.kb
+        images: dict[int, AnswerImage] = {}
+        for source in [s for s in sources if s.cited] or sources[:1]:
+            for image in kb.images_on_pages(source.document_id, [source.page]):
+                images.setdefault(image.id, AnswerImage(image.file, image.page, source.score,
+                                                        str(kb.image_path(image)), image.name))
+        for hit in self.retriever.search_images(question, MAX_IMAGES):
+            if hit.score >= MIN_IMAGE_SIMILARITY:
+                images.setdefault(hit.image.id, _answer_image(kb, hit))
+        return list(images.values())[:MAX_IMAGES]
+
+
+def _answer_image(kb: KnowledgeBase, hit: ImageHit) -> AnswerImage:
+    return AnswerImage(hit.image.file, hit.image.page, hit.score, str(kb.image_path(hit.image)), hit.image.name)
+
+
+def _sources(passages: list[Passage]) -> list[Source]:
+    return [Source(n, p.chunk.file, p.chunk.page, p.chunk.text, p.score, p.chunk.heading, p.chunk.document_id,
+                   p.chunk.id) for n, p in enumerate(passages, start=1)]
+
+
+def _answerable(passages: list[Passage]) -> bool:
+    if not passages:
+        return False
+    similarities = [p.dense_score for p in passages if p.dense_score is not None]
+    return not similarities or max(similarities) >= MIN_PASSAGE_SIMILARITY
+
+
+def _mark_cited(answer: Answer) -> None:
+    cited = {int(n) for n in _CITATION.findall(answer.text)}
+    for source in answer.sources:
+        source.cited = source.number in cited

@@ -1,0 +1,66 @@
+"""Build the parts of Loupe from one Settings object, once per process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+
+from rag.answering import Assistant
+from rag.devices import torch_device
+from rag.generator import Generator
+from rag.image_embedder import ImageEmbedder, load_image_embedder
+from rag.retrieval import Retriever
+from rag.settings import Settings
+from rag.store import KnowledgeBase
+from rag.text_embedder import TextEmbedder
+
+
+def configure_hub(settings: Settings) -> None:
+    """Go offline up front when the hub can't be reached: huggingface_hub would otherwise retry for ~45 s
+    before a missing CLIP download fails. Must run before huggingface_hub is imported."""
+    if os.environ.get("HF_HUB_OFFLINE"):
+        return
+    try:
+        socket.setdefaulttimeout(2)
+        socket.getaddrinfo("huggingface.co", 443)
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = "1"
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+@dataclass
+class Models:
+    """The models every knowledge base of a process shares."""
+
+    settings: Settings
+    text_embedder: TextEmbedder
+    image_embedder: ImageEmbedder | None
+    clip_status: str  # empty when CLIP is on; else the one line that says why image search by text is off
+    _generator: Generator | None = field(default=None, repr=False)
+    _generator_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def load(cls, settings: Settings, with_images: bool = True) -> Models:
+        device = torch_device(settings.device)
+        text = TextEmbedder(settings.text_model, device)
+        image, status = (load_image_embedder(settings.clip_model, settings.clip_pretrained, device)
+                         if with_images else (None, "Image search by text is off: CLIP not loaded."))
+        return cls(settings, text, image, status)
+
+    def generator(self) -> Generator:
+        with self._generator_lock:
+            if self._generator is None:
+                self._generator = Generator(self.settings.generator_model, self.settings.cache_dir,
+                                            torch_device(self.settings.device))
+            return self._generator
+
+    def open_store(self, folder=None) -> KnowledgeBase:
+        return KnowledgeBase(folder or self.settings.store, self.text_embedder.model_id,
+                             self.image_embedder.model_id if self.image_embedder else None)
+
+    def assistant(self, kb: KnowledgeBase) -> Assistant:
+        retriever = Retriever(kb, self.text_embedder, self.image_embedder, self.settings.retrieval_mode)
+        return Assistant(self.settings, retriever, self.generator)
