@@ -15,6 +15,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from rag.generator import Generator
+from rag.grounding import check_answer, cite
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from rag.retrieval import ImageHit, Passage, Retriever
 from rag.settings import Settings
@@ -63,6 +64,7 @@ class Answer:
     sources: list[Source] = field(default_factory=list)
     images: list[AnswerImage] = field(default_factory=list)
     grounded: bool = True  # False when the documents hold no answer
+    unsupported: list[str] = field(default_factory=list)  # answer sentences no passage supports
     seconds: dict[str, float] = field(default_factory=dict)  # retrieve, generate
 
     def to_json(self) -> dict:
@@ -73,6 +75,7 @@ class Answer:
                          "number": s.number, "cited": s.cited} for s in self.sources],
             "images": [{"file": i.file, "page": i.page, "score": round(i.score, 4)} for i in self.images],
             "grounded": self.grounded,
+            "unsupported": self.unsupported,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
@@ -114,7 +117,9 @@ class Assistant:
             for piece in self._generator().stream(build_messages(question, passages), self.settings.max_new_tokens):
                 pieces.append(piece)
                 yield piece
-            answer.text = "".join(pieces).strip()
+            checks = check_answer("".join(pieces), [p.chunk.text for p in passages])
+            answer.text = cite(checks)
+            answer.unsupported = [c.text for c in checks if not c.supported]
         if NOT_IN_DOCUMENTS.rstrip(".").lower() in answer.text.lower():
             answer.grounded = False
         answer.seconds["generate"] = time.perf_counter() - start

@@ -1,4 +1,10 @@
-"""The words the generator sees. Short, because a 135M-parameter model follows short prompts best."""
+"""The words the generator sees.
+
+Measured on SmolLM2-135M-Instruct (see docs/EVALUATION.md): a short system line and the passages as
+plain context work best. Numbered passages and "cite [n]" instructions made it copy list markers or
+invent numbers, so citations are attached afterwards by rag.grounding, which checks each sentence
+against the passages instead of trusting the model's own brackets.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +12,12 @@ from rag.retrieval import Passage
 
 NOT_IN_DOCUMENTS = "The documents don't say."
 
-SYSTEM = (
-    "You answer questions using only the numbered passages. "
-    "Answer in one or two sentences and cite the passage numbers in brackets, like [1]. "
-    f"If the passages do not contain the answer, reply exactly: {NOT_IN_DOCUMENTS}"
-)
-
-
-def passage_label(passage: Passage) -> str:
-    chunk = passage.chunk
-    return f"{chunk.file}, page {chunk.page}"
+SYSTEM = "You are a helpful assistant. Answer only from the context. Keep it short."
 
 
 def build_messages(question: str, passages: list[Passage]) -> list[dict[str, str]]:
-    numbered = "\n\n".join(f"[{n}] ({passage_label(p)}) {p.chunk.text}" for n, p in enumerate(passages, start=1))
+    context = "\n\n".join(p.chunk.text for p in passages)
     return [
         {"role": "system", "content": SYSTEM},
-        {"role": "user", "content": f"Passages:\n{numbered}\n\nQuestion: {question}"},
+        {"role": "user", "content": f"Context: {context}\n\nQuestion: {question}"},
     ]

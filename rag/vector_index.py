@@ -77,5 +77,5 @@ class VectorIndex:
         loaded = faiss.read_index(str(path))
         if loaded.d != dim:
             raise ValueError(f"{path}: index has dimension {loaded.d}, expected {dim}")
-        index._cpu = faiss.downcast_index(loaded)
+        index._cpu = loaded  # read_index already returns the concrete IndexIDMap2, which owns its storage
         return index

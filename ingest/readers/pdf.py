@@ -15,6 +15,8 @@ from ingest.ocr import OcrEngine
 from ingest.parsed import IngestError, Item, PageImage, ParsedFile, TextBlock
 from ingest.readers._images import MIN_IMAGE_SIDE, as_png, open_image
 
+CACHE_PAGES = 32  # pages between flushes of pypdf's object cache
+
 # pypdf logs every recoverable defect of a damaged file; the reader reports what matters as warnings
 logging.getLogger("pypdf").setLevel(logging.ERROR)
 
@@ -66,6 +68,17 @@ def _items(reader: PdfReader, ocr: OcrEngine | None, warnings: list[str]) -> Ite
         elif images:
             yield from _ocr_blocks(images, number, ocr, warnings)
         yield from (PageImage(page=number, data=data, name=name) for name, data, _ in images)
+        _release(reader, page, index)
+
+
+def _release(reader: PdfReader, page: PageObject, index: int) -> None:
+    """Drops pypdf's caches of pages already read, so memory stays flat on a 1,000-page file."""
+    # pypdf keeps every parsed object (decoded content streams included) in resolved_objects, and
+    # each page keeps its inline images; re-parsing shared fonts after a flush costs a few percent
+    if hasattr(page, "_content_stream_images"):
+        page._content_stream_images = None
+    if index % CACHE_PAGES == CACHE_PAGES - 1:
+        reader.resolved_objects.clear()
 
 
 def _page_text(page: PageObject, number: int, warnings: list[str]) -> str:

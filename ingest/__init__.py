@@ -1,0 +1,1 @@
+"""Loupe's ingestion: reading files, OCR, chunking, and feeding a knowledge base."""

@@ -1,0 +1,1 @@
+"""Loupe's core: embeddings, the FAISS store, retrieval and grounded answers."""

@@ -1,0 +1,201 @@
+"""The command line: `python -m rag ingest|ask|search|list|delete|embed-images`.
+
+This module is an entry point, like app.py: it builds Settings once and wires rag and ingest together,
+so it is the one module in `rag` that imports `ingest`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rag.settings import ANSWER_MODES, RETRIEVAL_MODES, Settings, SettingsError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", type=Path, help="knowledge-base folder (env LOUPE_STORE)")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument("--device", choices=("auto", "cpu", "cuda"), help="env LOUPE_DEVICE")
+    common.add_argument("--text-model", dest="text_model", help="Sentence-BERT model (env LOUPE_TEXT_MODEL)")
+    common.add_argument("--clip-model", dest="clip_model", help="open_clip architecture (env LOUPE_CLIP_MODEL)")
+    common.add_argument("--clip-pretrained", dest="clip_pretrained",
+                        help="open_clip weights tag or file (env LOUPE_CLIP_PRETRAINED)")
+
+    parser = argparse.ArgumentParser(prog="python -m rag", description="Loupe: ask your documents.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    ingest = commands.add_parser("ingest", parents=[common], help="add files, folders or globs")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--no-ocr", dest="ocr", action="store_false", default=None)
+    ingest.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    ask = commands.add_parser("ask", parents=[common], help="answer a question from the documents")
+    ask.add_argument("question")
+    ask.add_argument("-k", dest="top_k", type=int)
+    ask.add_argument("--mode", dest="answer_mode", choices=ANSWER_MODES)
+    ask.add_argument("--retrieval", dest="retrieval_mode", choices=RETRIEVAL_MODES)
+    ask.add_argument("--generator", dest="generator_model", help="causal LM id or path (env LOUPE_GENERATOR)")
+
+    search = commands.add_parser("search", parents=[common], help="show the best-matching chunks or images")
+    search.add_argument("query")
+    search.add_argument("-k", dest="top_k", type=int)
+    search.add_argument("--images", action="store_true", help="search images with CLIP")
+    search.add_argument("--image", dest="image_file", type=Path, help="find images similar to this one")
+    search.add_argument("--retrieval", dest="retrieval_mode", choices=RETRIEVAL_MODES)
+
+    commands.add_parser("list", parents=[common], help="list documents")
+    delete = commands.add_parser("delete", parents=[common], help="delete a document by id, path or name")
+    delete.add_argument("document")
+    commands.add_parser("embed-images", parents=[common], help="embed images stored without CLIP weights")
+    return parser
+
+
+_NOT_SETTINGS = {"command", "json", "paths", "question", "query", "images", "image_file", "document", "quiet"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.load({k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS})
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from rag.components import configure_hub
+
+    configure_hub(settings)
+    try:
+        return COMMANDS[args.command](args, settings)
+    except Exception as error:  # one clear line, not a traceback, for problems the user can act on
+        from rag.store import StoreError
+
+        if not isinstance(error, (StoreError, OSError, ValueError)):
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+def _models(settings: Settings, with_images: bool = True):
+    from rag.components import Models
+
+    models = Models.load(settings, with_images)
+    if models.clip_status and with_images:
+        print(models.clip_status, file=sys.stderr)
+    return models
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.ocr import OcrEngine
+    from ingest.pipeline import Ingestor
+
+    models = _models(settings)
+    kb = models.open_store()
+    ingestor = Ingestor(kb, settings, models.text_embedder, models.image_embedder,
+                        OcrEngine() if settings.ocr else None)
+    report = ingestor.ingest(args.paths, show_progress=not args.quiet and not args.json)
+    if args.json:
+        print(json.dumps({"files": [vars(o) for o in report.outcomes], "seconds": dict(report.seconds),
+                          "totals": report.totals(), "images_waiting": report.images_waiting}, indent=2))
+    else:
+        for outcome in report.outcomes:
+            print(outcome.message, file=sys.stderr if not outcome.ok else sys.stdout)
+        print(report.summary())
+    return 1 if report.failed else 0
+
+
+def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
+    models = _models(settings)
+    assistant = models.assistant(_existing_store(models, settings))
+    answer = None
+    for event in assistant.stream(args.question):
+        if isinstance(event, str):
+            if not args.json:
+                print(event, end="", flush=True)
+        else:
+            answer = event
+    if args.json:
+        print(json.dumps(answer.to_json(), indent=2))
+        return 0
+    print()
+    for source in answer.sources:
+        mark = "*" if source.cited else " "
+        snippet = source.text[:160].replace("\n", " ")
+        print(f"{mark}[{source.number}] {source.file}, page {source.page} (score {source.score:.3f}): {snippet}")
+    for image in answer.images:
+        print(f"  image: {image.file}, page {image.page} (score {image.score:.3f}) {image.path}")
+    seconds = ", ".join(f"{k} {v:.2f}s" for k, v in answer.seconds.items())
+    print(f"({seconds})", file=sys.stderr)
+    return 0
+
+
+def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    models = _models(settings, with_images=args.images or args.image_file is not None)
+    retriever = models.assistant(_existing_store(models, settings)).retriever
+    k = settings.top_k
+    if args.images or args.image_file:
+        if models.image_embedder is None:
+            return 1
+        hits = (retriever.similar_images(args.image_file.read_bytes(), k) if args.image_file
+                else retriever.search_images(args.query, k))
+        rows = [{"file": h.image.file, "page": h.image.page, "name": h.image.name, "score": round(h.score, 4),
+                 "path": str(retriever.kb.image_path(h.image))} for h in hits]
+    else:
+        rows = [{"file": p.chunk.file, "page": p.chunk.page, "heading": p.chunk.heading, "text": p.chunk.text,
+                 "score": round(p.score, 4)} for p in retriever.search(args.query, k)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            detail = row.get("text", row.get("path", ""))[:160].replace("\n", " ")
+            print(f"{row['score']:.3f}  {row['file']}, page {row['page']}: {detail}")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
+    models = _models(settings, with_images=False)
+    documents = _existing_store(models, settings).documents()
+    if args.json:
+        print(json.dumps([vars(d) for d in documents], indent=2))
+        return 0
+    if not documents:
+        print(f"no documents in {settings.store}")
+    for d in documents:
+        waiting = f" ({d.images_waiting} waiting for CLIP)" if d.images_waiting else ""
+        print(f"{d.id:>5}  {d.name}  [{d.kind}] {d.pages} pages, {d.chunks} chunks, {d.images} images{waiting}, "
+              f"{d.size_bytes / 1024:.0f} KiB, added {d.added_at}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    models = _models(settings, with_images=False)
+    kb = _existing_store(models, settings)
+    info = kb.delete(kb.resolve(args.document).id)
+    print(f"deleted {info.name} (id {info.id}): {info.chunks} chunks, {info.images} images")
+    return 0
+
+
+def cmd_embed_images(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.pipeline import Ingestor
+
+    models = _models(settings)
+    if models.image_embedder is None:
+        return 1
+    kb = _existing_store(models, settings)
+    count = Ingestor(kb, settings, models.text_embedder, models.image_embedder).embed_waiting_images()
+    print(f"embedded {count} images")
+    return 0
+
+
+def _existing_store(models, settings: Settings):
+    from rag.store import CATALOG_FILE, StoreError
+
+    if not (Path(settings.store) / CATALOG_FILE).exists():
+        raise StoreError(f"no knowledge base at {settings.store}: run `python -m rag ingest PATH` first")
+    return models.open_store()
+
+
+COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
+            "embed-images": cmd_embed_images}
