@@ -6,9 +6,9 @@ A chunk never spans two pages or two sections, so its citation (file, page, head
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
-from typing import Callable, Iterable, Iterator
 
 from ingest.parsed import TextBlock
 from rag.records import NewChunk

@@ -5,9 +5,9 @@ Readers yield these lazily so that a 2,000-page PDF never sits in memory whole.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Union
 
 
 class IngestError(Exception):
@@ -38,7 +38,7 @@ class PageImage:
     name: str = ""  # the image's name inside the document, for display
 
 
-Item = Union[TextBlock, PageImage]
+Item = TextBlock | PageImage
 
 
 @dataclass

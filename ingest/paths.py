@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from ingest.parsed import IngestError
 
@@ -28,8 +28,8 @@ def expand_paths(arguments: Iterable[str | Path], suffixes: frozenset[str]) -> t
             keep(path)
         elif path.is_dir():
             for child in sorted(path.rglob("*")):
-                relative = child.relative_to(path).parts
-                if child.is_file() and child.suffix.lower() in suffixes and not any(p.startswith(".") for p in relative):
+                hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
+                if child.is_file() and child.suffix.lower() in suffixes and not hidden:
                     keep(child)
         elif glob.has_magic(str(argument)):
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))

@@ -10,9 +10,9 @@ import hashlib
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from PIL import Image
 from tqdm import tqdm
@@ -179,7 +179,8 @@ class Ingestor:
         message = (f"{name}: {verb}: {parsed.page_count} pages, {counters['chunks']} chunks, "
                    f"{counters['images']} images")
         if parsed.warnings:
-            message += f" ({len(parsed.warnings)} warnings: {parsed.warnings[0]}{' …' if len(parsed.warnings) > 1 else ''})"
+            more = " …" if len(parsed.warnings) > 1 else ""
+            message += f" ({len(parsed.warnings)} warnings: {parsed.warnings[0]}{more})"
         return FileOutcome(str(path), status, message, document_id, parsed.page_count, counters["chunks"],
                            counters["images"], list(parsed.warnings))
 

