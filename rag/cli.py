@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", parents=[common], help="delete a document by id, path or name")
     delete.add_argument("document")
     commands.add_parser("embed-images", parents=[common], help="embed images stored without CLIP weights")
+    from rag.evaluation.command import add_eval_parser
+
+    add_eval_parser(commands, common)
     return parser
 
 
@@ -197,5 +200,11 @@ def _existing_store(models, settings: Settings):
     return models.open_store()
 
 
-COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.evaluation.command import run_eval
+
+    return run_eval(args, settings)
+
+
+COMMANDS = {"eval": cmd_eval, "ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
             "embed-images": cmd_embed_images}

@@ -1,0 +1,1 @@
+"""Retrieval and answer evaluation on BEIR-format data sets."""

