@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 from rag.settings import ANSWER_MODES, RETRIEVAL_MODES, Settings, SettingsError
@@ -57,13 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_NOT_SETTINGS = {"command", "json", "paths", "question", "query", "images", "image_file", "document", "quiet"}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings.load({k: v for k, v in vars(args).items() if k not in _NOT_SETTINGS})
+        # Flags named like a Settings field are settings; the rest (paths, question, --json) are the command's.
+        names = {f.name for f in fields(Settings)}
+        settings = Settings.load({k: v for k, v in vars(args).items() if k in names})
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -206,5 +206,5 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     return run_eval(args, settings)
 
 
-COMMANDS = {"eval": cmd_eval, "ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
-            "embed-images": cmd_embed_images}
+COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
+            "embed-images": cmd_embed_images, "eval": cmd_eval}
