@@ -1,0 +1,41 @@
+"""Small real files for tests, built on the fly: PDFs with a text layer and pictures, images, text."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def sample_image(name: str, side: int = 96) -> Image.Image:
+    """A real photograph shipped with scikit-image (astronaut, chelsea, coffee, ...), downscaled."""
+    from skimage import data
+
+    array = getattr(data, name)()
+    image = Image.fromarray(array).convert("RGB")
+    image.thumbnail((side, side))
+    return image
+
+
+def make_pdf(path: Path, pages: list[list[str]], images: dict[int, Image.Image] | None = None) -> Path:
+    """A PDF with one page per entry of `pages` (paragraphs of text); `images` puts a picture on a 1-based page."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for number, paragraphs in enumerate(pages, start=1):
+        pdf.add_page()
+        for paragraph in paragraphs:
+            pdf.multi_cell(0, 6, paragraph)
+            pdf.ln(3)
+        if images and number in images:
+            pdf.image(images[number], w=40)
+    pdf.output(str(path))
+    return path
