@@ -1,0 +1,144 @@
+"""The ingest pipeline on real files, the real MiniLM and a real FAISS store."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from ingest.ocr import OcrEngine
+from ingest.pipeline import Ingestor
+from tests.builders import make_pdf, png_bytes, sample_image
+
+PAGES = [
+    ["Chapter one introduces the harbour of Valparaiso and its funiculars."],
+    ["The lighthouse keeper logged 412 ships in the winter of 1911.", "A photograph of the keeper follows."],
+    ["Appendix: the tide tables were compiled by Maria Ortega."],
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "notes").mkdir(parents=True)
+    make_pdf(folder / "harbour.pdf", PAGES, images={2: sample_image("astronaut")})
+    (folder / "notes" / "bread.md").write_text("# Baking\n\nSourdough needs a starter fed with flour and water.\n\n"
+                                               "## Timing\n\nThe dough proofs for twelve hours at room temperature.\n")
+    (folder / "notes" / "tea.txt").write_text("Green tea should steep for two minutes at 80 degrees.\n")
+    (folder / "cat.png").write_bytes(png_bytes(sample_image("chelsea")))
+    return folder
+
+
+def ingestor(models, ocr=None):
+    return Ingestor(models.open_store(), models.settings, models.text_embedder, models.image_embedder, ocr)
+
+
+def test_folder_ingest_then_search_cites_file_and_page(models, corpus):
+    loader = ingestor(models)
+    report = loader.ingest([corpus])
+    assert [o.status for o in report.outcomes] == ["added"] * 4, report.outcomes
+    documents = {d.name: d for d in loader.kb.documents()}
+    assert documents["harbour.pdf"].pages == 3
+    assert documents["harbour.pdf"].images == 1
+    assert documents["cat.png"].images == 1 and documents["cat.png"].chunks == 0
+    assert report.totals()["chunks"] == sum(d.chunks for d in documents.values())
+    assert set(report.seconds) >= {"parse", "embed", "index"}
+    hits = models.assistant(loader.kb).retriever.search("How many ships did the lighthouse keeper record?", 3)
+    assert (hits[0].chunk.file, hits[0].chunk.page) == ("harbour.pdf", 2)
+    hits = models.assistant(loader.kb).retriever.search("how long does the dough rise", 3)
+    assert (hits[0].chunk.file, hits[0].chunk.heading) == ("bread.md", "Timing")
+
+
+def test_same_bytes_again_are_a_duplicate(models, corpus, tmp_path):
+    loader = ingestor(models)
+    loader.ingest([corpus])
+    before = [(d.id, d.chunks) for d in loader.kb.documents()]
+    generation = loader.kb.generation
+    copy = tmp_path / "renamed-copy.pdf"
+    shutil.copy(corpus / "harbour.pdf", copy)
+    report = loader.ingest([corpus / "harbour.pdf", copy])
+    assert [o.status for o in report.outcomes] == ["duplicate", "duplicate"]
+    assert "already in the knowledge base as 'harbour.pdf'" in report.outcomes[1].message
+    assert [(d.id, d.chunks) for d in loader.kb.documents()] == before
+    assert loader.kb.generation == generation  # nothing was written
+
+
+def test_changed_file_replaces_its_old_version(models, corpus):
+    loader = ingestor(models)
+    loader.ingest([corpus])
+    tea = corpus / "notes" / "tea.txt"
+    tea.write_text("Black tea should steep for four minutes in boiling water.\n")
+    report = loader.ingest([tea])
+    assert report.outcomes[0].status == "replaced"
+    teas = [d for d in loader.kb.documents() if d.name == "tea.txt"]
+    assert len(teas) == 1
+    texts = [c.text for c in loader.kb.chunks_of_document(teas[0].id)]
+    assert texts == ["Black tea should steep for four minutes in boiling water."]
+    hits = models.assistant(loader.kb).retriever.search("green tea 80 degrees", 10)
+    assert all("Green tea" not in h.chunk.text for h in hits)
+    assert loader.kb.text_index.size == sum(d.chunks for d in loader.kb.documents())
+
+
+def test_bad_files_fail_one_by_one_and_change_nothing(models, corpus, tmp_path):
+    loader = ingestor(models)
+    loader.ingest([corpus / "notes"])
+    before = [(d.id, d.sha256, d.chunks) for d in loader.kb.documents()]
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pdf_bytes = (corpus / "harbour.pdf").read_bytes()
+    (bad / "truncated.pdf").write_bytes(pdf_bytes[: len(pdf_bytes) // 3])
+    (bad / "empty.txt").write_bytes(b"")
+    (bad / "binary.txt").write_bytes(bytes(range(256)) * 4)
+    (bad / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    (bad / "slides.pptx").write_bytes(b"PK\x03\x04 not supported")
+    (bad / "good.md").write_text("Quokkas live on Rottnest Island.\n")
+    files = sorted(bad.iterdir()) + [tmp_path / "missing.pdf"]
+    report = loader.ingest(files)
+    by_name = {o.path.rsplit("/", 1)[-1]: o for o in report.outcomes}
+    assert by_name["good.md"].status == "added"
+    failed = {name: o.message for name, o in by_name.items() if o.status == "failed"}
+    assert set(failed) == {"truncated.pdf", "empty.txt", "binary.txt", "broken.png", "slides.pptx", "missing.pdf"}
+    for name, message in failed.items():
+        assert name in message  # every message names its file...
+        assert len(message) > len(name) + 5  # ...and gives a reason
+    assert "unsupported file type" in failed["slides.pptx"]
+    assert "empty" in failed["empty.txt"]
+    after = [(d.id, d.sha256, d.chunks) for d in loader.kb.documents()]
+    assert after[: len(before)] == before and len(after) == len(before) + 1
+
+
+def test_size_limit_is_enforced_with_the_limit_named(models, corpus):
+    settings = models.settings.with_(max_file_mb=0.001)
+    loader = Ingestor(models.open_store(), settings, models.text_embedder)
+    outcome = loader.ingest([corpus / "harbour.pdf"]).outcomes[0]
+    assert outcome.status == "failed" and "over the 0.001 MB limit" in outcome.message
+
+
+def test_images_wait_without_clip_then_embed_and_search(models, models_without_clip, corpus):
+    report = ingestor(models_without_clip).ingest([corpus / "cat.png", corpus / "harbour.pdf"])
+    assert report.images_waiting == 2
+    loader = ingestor(models)  # CLIP weights arrived
+    assert loader.embed_waiting_images() == 2
+    assert loader.kb.images_waiting() == []
+    retriever = models.assistant(loader.kb).retriever
+    hits = retriever.similar_images(png_bytes(sample_image("chelsea")), 2)
+    assert hits[0].image.file == "cat.png" and hits[0].score == pytest.approx(1.0, abs=1e-4)
+    astronaut = retriever.similar_images(loader.kb.image_path(hits[1].image).read_bytes(), 1)[0]
+    assert (astronaut.image.file, astronaut.image.page) == ("harbour.pdf", 2)
+    loader.kb.delete(loader.kb.resolve("cat.png").id)
+    assert [h.image.file for h in retriever.similar_images(png_bytes(sample_image("chelsea")), 5)] == ["harbour.pdf"]
+
+
+def test_ocr_makes_a_screenshot_searchable(models, tmp_path):
+    from PIL import Image, ImageDraw, ImageFont
+
+    image = Image.new("RGB", (900, 140), "white")
+    ImageDraw.Draw(image).text((20, 40), "Warranty expires March 2031", fill="black",
+                               font=ImageFont.load_default(size=48))
+    path = tmp_path / "screenshot.png"
+    image.save(path)
+    loader = ingestor(models, OcrEngine())
+    report = loader.ingest([path])
+    assert report.outcomes[0].chunks == 1 and report.seconds["ocr"] > 0
+    hit = models.assistant(loader.kb).retriever.search("when does the warranty expire", 1)[0]
+    assert hit.chunk.file == "screenshot.png" and "2031" in hit.chunk.text
