@@ -20,15 +20,17 @@ from rag.text_embedder import TextEmbedder
 def configure_hub(settings: Settings) -> None:
     """Go offline up front when the hub can't be reached: huggingface_hub would otherwise retry for ~45 s
     before a missing CLIP download fails. Must run before huggingface_hub is imported."""
-    if os.environ.get("HF_HUB_OFFLINE"):
-        return
-    try:
-        socket.setdefaulttimeout(2)
-        socket.getaddrinfo("huggingface.co", 443)
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = "1"
-    finally:
-        socket.setdefaulttimeout(None)
+    if not os.environ.get("HF_HUB_OFFLINE"):
+        try:
+            socket.setdefaulttimeout(2)
+            socket.getaddrinfo("huggingface.co", 443)
+        except OSError:
+            os.environ["HF_HUB_OFFLINE"] = "1"
+        finally:
+            socket.setdefaulttimeout(None)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown the CLI's output
 
 
 @dataclass

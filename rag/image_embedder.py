@@ -8,6 +8,7 @@ embed-images`) once weights are available. `load_image_embedder` returns the rea
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -61,16 +62,25 @@ class ImageEmbedder:
 
 def load_image_embedder(model: str, pretrained: str, device: str = "cpu") -> tuple[ImageEmbedder | None, str]:
     """The CLIP embedder, or None and a one-line reason why image search by text is off."""
+    logging.disable(logging.ERROR)  # open_clip logs the failed download itself; the reason below says it once
     try:
         return ImageEmbedder(model, pretrained, device), ""
     except Exception as error:  # offline hub, missing file, unknown architecture: all mean "no CLIP"
-        reason = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        reason = _short(str(error)) or type(error).__name__
         return None, (
             f"Image search by text is off: CLIP weights for {model} ({pretrained or 'no weights named'}) "
             f"could not be loaded ({reason}). Images are still stored and OCR'd; run "
             f"`python -m rag embed-images` once the weights are available (internet, or "
             f"LOUPE_CLIP_PRETRAINED=/path/to/weights)."
         )
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _short(message: str, limit: int = 120) -> str:
+    """The first line of an error, cut at a word boundary: hub errors run to several sentences."""
+    line = message.strip().splitlines()[0] if message.strip() else ""
+    return line if len(line) <= limit else line[:limit].rsplit(" ", 1)[0] + " …"
 
 
 def _weights_label(pretrained: str | None) -> str:

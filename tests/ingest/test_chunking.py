@@ -28,7 +28,8 @@ def test_chunks_respect_budget_break_at_sentences_and_overlap():
 
 
 def test_chunks_never_span_pages_or_headings():
-    blocks = [TextBlock(1, "Alpha one. Alpha two.", "A"), TextBlock(1, "Beta one.", "B"), TextBlock(2, "Beta two.", "B")]
+    blocks = [TextBlock(1, "Alpha one. Alpha two.", "A"), TextBlock(1, "Beta one.", "B"),
+              TextBlock(2, "Beta two.", "B")]
     chunks = list(chunk_blocks(blocks, word_counter, ChunkBudget(100, 10)))
     assert [(c.page, c.heading, c.text) for c in chunks] == [
         (1, "A", "Alpha one. Alpha two."), (1, "B", "Beta one."), (2, "B", "Beta two.")]
