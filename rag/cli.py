@@ -158,8 +158,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    models = _models(settings, with_images=False)
-    documents = _existing_store(models, settings).documents()
+    from rag.store import KnowledgeBase
+
+    documents = KnowledgeBase.open_existing(settings.store, settings.text_model).documents()
     if args.json:
         print(json.dumps([vars(d) for d in documents], indent=2))
         return 0
@@ -173,8 +174,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    models = _models(settings, with_images=False)
-    kb = _existing_store(models, settings)
+    from rag.store import KnowledgeBase
+
+    kb = KnowledgeBase.open_existing(settings.store, settings.text_model)
     info = kb.delete(kb.resolve(args.document).id)
     print(f"deleted {info.name} (id {info.id}): {info.chunks} chunks, {info.images} images")
     return 0
@@ -193,10 +195,9 @@ def cmd_embed_images(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _existing_store(models, settings: Settings):
-    from rag.store import CATALOG_FILE, StoreError
+    from rag.store import require_store
 
-    if not (Path(settings.store) / CATALOG_FILE).exists():
-        raise StoreError(f"no knowledge base at {settings.store}: run `python -m rag ingest PATH` first")
+    require_store(settings.store)
     return models.open_store()
 
 

@@ -56,6 +56,16 @@ class KnowledgeBase:
         self._sync()
         self._remove_orphan_files()
 
+    @classmethod
+    def open_existing(cls, folder: Path, text_model: str, use_gpu: bool = True) -> KnowledgeBase:
+        """Open a store that must already exist, without loading any model: enough to list and delete."""
+        catalog = Catalog.open(require_store(folder))
+        try:
+            dim = int(catalog.get_meta("text_dim") or 0)
+        finally:
+            catalog.close()
+        return cls(folder, ModelId(text_model, dim), use_gpu=use_gpu)
+
     # --- models -------------------------------------------------------------------------------
     def _check_models(self) -> None:
         with self._write_lock:
@@ -247,6 +257,14 @@ class KnowledgeBase:
         with self._lock, self._write_lock:
             self._reader.close()
             self._writer.close()
+
+
+def require_store(folder: Path) -> Path:
+    """The catalog of an existing knowledge base, or a StoreError that says how to make one."""
+    catalog_path = Path(folder) / CATALOG_FILE
+    if not catalog_path.exists():
+        raise StoreError(f"no knowledge base at {folder}: run `python -m rag ingest PATH` first")
+    return catalog_path
 
 
 class Writer:

@@ -1,0 +1,75 @@
+"""`python -m rag` as a user runs it: separate processes, the real models, JSON out, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from rag.settings import PROJECT_ROOT
+from tests.builders import make_pdf, png_bytes, sample_image
+from tests.conftest import TEST_CACHE
+
+PAGES = [
+    ["Installation: unpack the archive and run the setup wizard."],
+    ["The pump must be descaled every 90 days with citric acid."],
+    ["Warranty claims go to service@example.org within two years."],
+]
+
+
+@pytest.fixture
+def cli(tmp_path, tiny_clip_dir):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_OCR": "false",
+           "LOUPE_STORE": str(tmp_path / "kb"), "LOUPE_CLIP_MODEL": f"local-dir:{tiny_clip_dir}"}
+
+    def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "rag", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == expect, done.stderr
+        return done
+
+    return run
+
+
+def test_ingest_ask_search_list_delete(cli, tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "guides").mkdir(parents=True)
+    make_pdf(docs / "manual.pdf", PAGES)
+    (docs / "guides" / "espresso.md").write_text("# Espresso\n\nGrind 18 grams of coffee very fine.\n")
+    (docs / "guides" / "latte.md").write_text("# Latte\n\nSteam the milk to 60 degrees Celsius.\n")
+    (docs / "cat.png").write_bytes(png_bytes(sample_image("chelsea")))
+
+    ingested = json.loads(cli("ingest", str(docs), "--json").stdout)
+    assert sorted(f["status"] for f in ingested["files"]) == ["added"] * 4
+    assert ingested["totals"]["pages"] == 3 + 1 + 1 + 1
+
+    answer = json.loads(cli("ask", "How often must the pump be descaled?", "--mode", "extractive", "--json").stdout)
+    assert "90 days" in answer["answer"]
+    assert (answer["sources"][0]["file"], answer["sources"][0]["page"]) == ("manual.pdf", 2)
+    assert answer["sources"][0]["score"] > 0.3
+
+    chunks = json.loads(cli("search", "milk temperature", "-k", "2", "--json").stdout)
+    assert chunks[0]["file"] == "latte.md" and chunks[0]["heading"] == "Latte"
+    images = json.loads(cli("search", "--image", str(docs / "cat.png"), "x", "--json").stdout)
+    assert images[0]["file"] == "cat.png" and images[0]["score"] == pytest.approx(1.0, abs=1e-4)
+
+    listed = json.loads(cli("list", "--json").stdout)
+    assert {d["name"]: d["pages"] for d in listed} == {"manual.pdf": 3, "espresso.md": 1, "latte.md": 1, "cat.png": 1}
+    assert "deleted manual.pdf" in cli("delete", "manual.pdf").stdout
+    assert "manual.pdf" not in [d["name"] for d in json.loads(cli("list", "--json").stdout)]
+
+
+def test_failures_exit_non_zero_with_the_reason_on_stderr(cli, tmp_path):
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog")
+    fine = tmp_path / "fine.txt"
+    fine.write_text("Ferrets sleep eighteen hours a day.")
+    done = cli("ingest", str(broken), str(fine), expect=1)
+    assert "broken.pdf:" in done.stderr and "fine.txt: added" in done.stdout
+    done = cli("ask", "anything", "--store", str(tmp_path / "nowhere"), expect=1)
+    assert "no knowledge base at" in done.stderr
+    done = cli("delete", "no-such-file.pdf", expect=1)
+    assert "no document 'no-such-file.pdf'" in done.stderr
