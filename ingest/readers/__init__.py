@@ -14,7 +14,7 @@ from ingest.ocr import OcrEngine
 from ingest.parsed import IngestError, ParsedFile
 from ingest.readers import docx, html, image, pdf, text
 
-Reader = Callable[[Path, bytes, "OcrEngine | None"], ParsedFile]
+Reader = Callable[[Path, bytes, OcrEngine | None], ParsedFile]
 
 _READERS: dict[str, Reader] = {
     ".pdf": pdf.read_pdf,

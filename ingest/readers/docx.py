@@ -32,22 +32,25 @@ def read_docx(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
         style_names = {style.style_id: str(style.name) for style in document.styles}
     except Exception as exc:
         raise IngestError(path, f"corrupt DOCX ({type(exc).__name__}: {exc})") from exc
-    walker = _Walker(document.part.related_parts, style_names)
+    walker = _Walker(body, document.part.related_parts, style_names)
     try:
         walker.container(body)
     except Exception as exc:  # noqa: BLE001 - keep what was read before the damage
         walker.warnings.append(f"could not read the rest of the document: {type(exc).__name__}: {exc}")
     # the whole XML tree is in memory already, so collecting the items costs little
-    return ParsedFile(path=path, kind="docx", page_count=walker.page, items=iter(walker.items),
-                      warnings=walker.warnings)
+    return ParsedFile(
+        path=path, kind="docx", page_count=walker.page, items=iter(walker.items), warnings=walker.warnings
+    )
 
 
 class _Walker:
     """Walks the body XML in document order, tracking the page, the heading and the open block."""
 
-    def __init__(self, related_parts: dict, style_names: dict[str, str]) -> None:
+    def __init__(self, body: etree._Element, related_parts: dict, style_names: dict[str, str]) -> None:
         self.related_parts = related_parts
         self.style_names = style_names
+        self._section_starts = [_section_start(section) for section in _sections(body)]
+        self._section = 0
         self.page = 1
         self.heading: str | None = None
         self.items: list[Item] = []
@@ -57,6 +60,7 @@ class _Walker:
         self._seen_images: set[str] = set()
         self._in_heading = False
         self._just_broke = False  # an explicit break not yet followed by text
+        self._started = False  # any text or picture seen yet
 
     def container(self, element: etree._Element) -> None:
         for child in element:
@@ -72,27 +76,29 @@ class _Walker:
         style = props.find(_W + "pStyle") if props is not None else None
         name = self.style_names.get(style.get(_W + "val", "")) if style is not None else None
         self._in_heading = bool(name) and name.lower().startswith(("heading", "title"))
-        if props is not None and _on(props.find(_W + "pageBreakBefore")):
-            self.page_break(explicit=True)
+        if props is not None and _on(props.find(_W + "pageBreakBefore")) and self._started:
+            self.page_break(explicit=True)  # Word ignores it on the document's first paragraph
         self.inline(p)
         if self._in_heading:
             self.heading = " ".join("".join(self._text).split()) or self.heading
             self._text.clear()
             self._in_heading = False
         self.end_block()
-        section = props.find(_W + "sectPr") if props is not None else None
-        if section is not None:
-            kind = section.find(_W + "type")
-            if kind is None or kind.get(_W + "val") in (None, "nextPage", "oddPage", "evenPage"):
-                self.page_break(explicit=True)  # the next section starts on a new page
+        if props is not None and props.find(_W + "sectPr") is not None:
+            # this paragraph ends a section; the *next* section's w:type says how that one starts
+            self._section += 1
+            if self._section_starts[self._section : self._section + 1] == ["newPage"]:
+                self.page_break(explicit=True)
 
     def table(self, tbl: etree._Element) -> None:
         """One block per row, cells separated by ' | '."""
         for row in _children(tbl, _W + "tr"):
-            for index, cell in enumerate(_children(row, _W + "tc")):
-                if index:
-                    self._text.append(" | ")
+            cells = []
+            for cell in _children(row, _W + "tc"):
                 self.cell(cell)
+                cells.append(" ".join("".join(self._text).split()))
+                self._text.clear()
+            self._text.append(" | ".join(cells))
             self.end_block()
 
     def cell(self, element: etree._Element) -> None:
@@ -132,6 +138,7 @@ class _Walker:
         self._text.append(text)
         if text.strip():
             self._just_broke = False
+            self._started = True
 
     def page_break(self, explicit: bool) -> None:
         if not explicit and self._just_broke:
@@ -156,6 +163,7 @@ class _Walker:
             self.warnings.append(f"page {self.page}: skipped image {name} that does not decode: {exc}")
             return
         self._images.append(PageImage(page=self.page, data=part.blob, name=name))
+        self._started = True
 
     def end_block(self) -> None:
         text = "".join(self._text).strip()
@@ -168,6 +176,20 @@ class _Walker:
 
 def _on(flag: etree._Element | None) -> bool:
     return flag is not None and flag.get(_W + "val", "true") not in ("0", "false", "off")
+
+
+def _sections(body: etree._Element) -> Iterator[etree._Element]:
+    """Section properties in document order: one per paragraph ending a section, then the body's."""
+    for section in body.iter(_W + "sectPr"):
+        if section.getparent().tag != _W + "sectPrChange":  # a tracked change's old properties
+            yield section
+
+
+def _section_start(section: etree._Element) -> str:
+    kind = section.find(_W + "type")
+    value = kind.get(_W + "val") if kind is not None else None
+    # absent means nextPage; continuous and nextColumn stay on the page
+    return "newPage" if value in (None, "nextPage", "oddPage", "evenPage") else "samePage"
 
 
 def _children(element: etree._Element, tag: str) -> Iterator[etree._Element]:

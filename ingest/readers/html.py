@@ -64,16 +64,17 @@ class _TextParser(HTMLParser):
         self._heading: str | None = None
         self._in_heading = False
         self._in_title = False
+        self._title_seen = False
         self._pre_depth = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "body" and "head" in self._hidden:
-            self._hidden.remove("head")  # </head> is optional: <body> closes it
-        if tag in _HIDDEN:
-            self._hidden.append(tag)
+        if "head" in self._hidden and (tag == "body" or tag in _BLOCKS or tag in _HEADINGS):
+            self._hidden.remove("head")  # </head> and <body> are optional: content ends the head
+        if tag in _HIDDEN or (tag == "title" and self._title_seen):
+            self._hidden.append(tag)  # later <title>s are SVG tooltips, not the page's title
         elif tag == "title":
             self._flush()
-            self._in_title = True
+            self._in_title = self._title_seen = True
         elif tag in _HEADINGS:
             self._flush()
             self._in_heading = True
@@ -83,10 +84,10 @@ class _TextParser(HTMLParser):
                 self._pre_depth += 1
 
     def handle_endtag(self, tag: str) -> None:
-        if tag in _HIDDEN:
-            if tag in self._hidden:
-                # close everything opened inside too: unclosed tags must not hide the rest of the page
-                del self._hidden[len(self._hidden) - 1 - self._hidden[::-1].index(tag) :]
+        if tag in self._hidden:
+            # close whatever was left open inside too: an unclosed tag must not hide the rest of the page
+            while self._hidden.pop() != tag:
+                pass
         elif tag == "title" and self._in_title:
             title = self._take()
             self._in_title = False

@@ -16,9 +16,9 @@ IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp"})
 
 def read_image(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
     image = _decode(path, data)
-    parsed = ParsedFile(path=path, kind="image", page_count=1, items=iter(()))
-    parsed.items = _items(path, data, image, ocr, parsed.warnings)
-    return parsed
+    warnings: list[str] = []  # filled while the items are consumed
+    items = _items(path, data, image, ocr, warnings)
+    return ParsedFile(path=path, kind="image", page_count=1, items=items, warnings=warnings)
 
 
 def _decode(path: Path, data: bytes) -> Image.Image:
@@ -27,6 +27,8 @@ def _decode(path: Path, data: bytes) -> Image.Image:
         return open_image(data)  # load() decodes only the first frame of a GIF
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise IngestError(path, f"image too large to decode safely ({exc})") from exc
+    except Image.UnidentifiedImageError as exc:  # its message names an in-memory buffer, not the file
+        raise IngestError(path, "image does not decode (not a recognised image format, or damaged)") from exc
     except Exception as exc:
         raise IngestError(path, f"image does not decode ({type(exc).__name__}: {exc})") from exc
 

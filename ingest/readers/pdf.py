@@ -23,10 +23,9 @@ logging.getLogger("pypdf").setLevel(logging.ERROR)
 
 def read_pdf(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
     reader = _open(path, data)
-    parsed = ParsedFile(path=path, kind="pdf", page_count=0, items=iter(()))
-    parsed.page_count = len(reader.pages)
-    parsed.items = _items(reader, ocr, parsed.warnings)
-    return parsed
+    warnings: list[str] = []  # filled while the items are consumed
+    items = _items(reader, ocr, warnings)
+    return ParsedFile(path=path, kind="pdf", page_count=len(reader.pages), items=items, warnings=warnings)
 
 
 def _open(path: Path, data: bytes) -> PdfReader:
@@ -93,7 +92,7 @@ _Found = tuple[str, bytes, Image.Image]  # name, bytes PIL can open, decoded ima
 
 
 def _page_images(page: PageObject, number: int, warnings: list[str]) -> Iterator[_Found]:
-    """Each image on the page big enough to matter."""
+    """Each image on the page big enough to matter; one that does not decode becomes a warning."""
     try:
         keys = page.images.keys()
     except Exception as exc:  # noqa: BLE001
@@ -101,19 +100,26 @@ def _page_images(page: PageObject, number: int, warnings: list[str]) -> Iterator
         return
     for key in keys:
         try:
-            found = page.images[key]
-            decoded = found.image
-            if decoded is None or min(decoded.size) < MIN_IMAGE_SIDE:
-                continue
-            data = found.data
-            try:
-                open_image(data)
-            except Exception:  # noqa: BLE001 - raw stream PIL cannot open: re-encode what pypdf decoded
-                data = as_png(decoded)
-            yield found.name, data, decoded
-        except Exception as exc:  # noqa: BLE001
+            found = _image(page, key)
+        except Exception as exc:  # noqa: BLE001 - pypdf and PIL raise many types for one bad image
             name = key if isinstance(key, str) else "/".join(key)
             warnings.append(f"page {number}: skipped undecodable image {name}: {_short(exc)}")
+            continue
+        if found is not None:
+            yield found
+
+
+def _image(page: PageObject, key: str | list[str]) -> _Found | None:
+    image_file = page.images[key]
+    decoded = image_file.image
+    if decoded is None or min(decoded.size) < MIN_IMAGE_SIDE:
+        return None
+    data = image_file.data
+    try:
+        open_image(data)
+    except Exception:  # noqa: BLE001 - a raw stream PIL cannot open: re-encode what pypdf decoded
+        data = as_png(decoded)
+    return image_file.name, data, decoded
 
 
 def _ocr_blocks(

@@ -23,6 +23,9 @@ _BOMS = (
 )
 MAX_CHAOS = 0.15  # charset_normalizer's mess ratio (it drops matches above 0.2); above this: no guess
 _WIDE_CODECS = ["utf_16", "utf_16_be", "utf_16_le", "utf_32", "utf_32_be", "utf_32_le"]
+# code pages that modern files rarely use, though charset_normalizer likes them for short Western text
+_UNLIKELY_CODECS = ("mac_", "cp037", "cp273", "cp500", "cp875", "cp1006", "cp1026", "cp1125", "cp1140",
+                    "hp_roman8", "ptcp154", "kz1048")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f]")
 
 
@@ -55,20 +58,26 @@ def _guess_decode(data: bytes) -> str | None:
     best = matches.best()
     if best is None or best.chaos > MAX_CHAOS:
         return None
-    # charset_normalizer breaks ties between equally clean single-byte code pages arbitrarily (cp1250
-    # turns "crème" into "crčme"); Windows-1252 is the commonest legacy encoding, so it wins unless
-    # another code page reads as a detected language better
-    western = next((m for m in matches if m.encoding == "cp1252"), None)
-    if western is not None and western.chaos <= best.chaos and western.coherence >= best.coherence:
-        return str(western)
-    if best.coherence == 0:
-        try:
-            text = data.decode("cp1252")
-        except UnicodeDecodeError:
-            return str(best)
-        if mess_ratio(text, MAX_CHAOS) <= best.chaos:
-            return text
+    # On short text charset_normalizer often ranks equally clean code pages arbitrarily (cp1250 turns
+    # "crème" into "crčme", Mac Roman wins German). Windows-1252 is the commonest legacy encoding: it
+    # wins when it reads as cleanly and the guess has no better language evidence or is exotic.
+    western = _clean_cp1252(data, best.chaos)
+    if western is not None:
+        tied = any(
+            match.encoding == "cp1252" and match.chaos <= best.chaos and match.coherence >= best.coherence
+            for match in matches
+        )
+        if tied or best.coherence == 0 or best.encoding.startswith(_UNLIKELY_CODECS):
+            return western
     return str(best)
+
+
+def _clean_cp1252(data: bytes, max_chaos: float) -> str | None:
+    try:
+        text = data.decode("cp1252")
+    except UnicodeDecodeError:
+        return None
+    return text if mess_ratio(text, MAX_CHAOS) <= max_chaos else None
 
 
 def read_text(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
@@ -100,12 +109,15 @@ def _paragraphs(lines: Iterable[str]) -> Iterator[str]:
 
 def _strip_front_matter(lines: list[str]) -> list[str]:
     """Drops a leading YAML block between '---' lines (metadata, not content)."""
-    if not lines or lines[0].strip() != "---":
-        return lines
-    for index in range(1, len(lines)):
+    if len(lines) < 2 or lines[0].strip() != "---" or not _YAML_KEY.match(lines[1]):
+        return lines  # a thematic break or a setext underline, not front matter
+    for index in range(2, len(lines)):
         if lines[index].strip() in ("---", "..."):
             return lines[index + 1 :]
-    return lines  # no closing fence: it was a thematic break, not front matter
+    return lines  # never closed: not front matter either
+
+
+_YAML_KEY = re.compile(r"^[A-Za-z0-9_-]+\s*:")
 
 
 _ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")

@@ -40,7 +40,9 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size=size)
 
 
-def _render_text(lines: list[tuple[int, int, str]], size: tuple[int, int], font_size: int = 40) -> Image.Image:
+def _render_text(
+    lines: list[tuple[int, int, str]], size: tuple[int, int], font_size: int = 40
+) -> Image.Image:
     """Black text on white at the given (x, y) positions."""
     image = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(image)
@@ -218,7 +220,8 @@ def pypdf_resources() -> Path:
     if configured:
         path = Path(configured)
         assert path.is_dir(), f"LOUPE_PYPDF_RESOURCES={configured} is not a directory"
-        return path
+        # accept the unpacked sdist as well as its resources/ folder
+        return path / "resources" if (path / "resources").is_dir() else path
     try:
         return _download_pypdf_sdist(REPO_ROOT / ".cache" / "pypdf-sdist")
     except (subprocess.SubprocessError, OSError, StopIteration) as exc:

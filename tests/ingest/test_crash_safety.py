@@ -1,0 +1,74 @@
+"""Kill an ingest with SIGKILL half-way: the store must open consistent, each document whole or absent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from ingest.pipeline import Ingestor
+from rag.settings import PROJECT_ROOT
+from rag.store import KnowledgeBase
+from tests.conftest import TEST_CACHE, make_settings
+
+TOPICS = ["glaciers", "volcanoes", "coral reefs", "deserts", "rainforests", "tundra", "estuaries", "savannas"]
+
+
+def write_corpus(folder, count=32):
+    folder.mkdir()
+    for n in range(count):
+        topic = TOPICS[n % len(TOPICS)]
+        paragraphs = [f"Report {n} paragraph {p} on {topic}: field station {n * 100 + p} measured values that "
+                      f"changed by {p + n} percent over the season, as the survey team noted in detail."
+                      for p in range(40)]
+        (folder / f"report-{n:02d}.txt").write_text("\n\n".join(paragraphs))
+
+
+def documents_in(store) -> int:
+    try:
+        with sqlite3.connect(f"file:{store}/catalog.sqlite3?mode=ro", uri=True, timeout=1) as conn:
+            return conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0]
+    except sqlite3.Error:
+        return 0
+
+
+def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text_embedder):
+    corpus = tmp_path / "corpus"
+    write_corpus(corpus)
+    store = tmp_path / "kb"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_CLIP_MODEL": "none"}
+    process = subprocess.Popen([sys.executable, "-m", "rag", "ingest", str(corpus), "--store", str(store), "--quiet"],
+                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while documents_in(store) < 4 and process.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    stored = documents_in(store)
+    assert 4 <= stored < 32, f"the kill should land mid-ingest, found {stored} documents"
+
+    # The reference: the same files ingested without interruption.
+    reference = KnowledgeBase(tmp_path / "reference", text_embedder.model_id, use_gpu=False)
+    Ingestor(reference, make_settings(tmp_path / "reference"), text_embedder).ingest([corpus])
+    expected = {d.name: d.chunks for d in reference.documents()}
+
+    kb = KnowledgeBase(store, text_embedder.model_id, use_gpu=False)
+    documents = kb.documents()
+    for document in documents:
+        ordinals = [c.ordinal for c in kb.chunks_of_document(document.id)]
+        assert ordinals == list(range(expected[document.name])), document.name
+    assert kb.text_index.size == sum(d.chunks for d in documents)
+    assert sorted(kb.text_index.ids()) == sorted(c for d in documents for c in
+                                                  (ch.id for ch in kb.chunks_of_document(d.id)))
+
+    # Running the same ingest again completes the store: whole documents are duplicates, the rest arrive.
+    report = Ingestor(kb, make_settings(store), text_embedder).ingest([corpus])
+    statuses = [o.status for o in report.outcomes]
+    assert statuses.count("duplicate") == len(documents) and statuses.count("added") == 32 - len(documents)
+    assert {d.name: d.chunks for d in kb.documents()} == expected
+    last = kb.chunks_of_document(kb.resolve("report-31.txt").id)[-1]
+    hit, score = kb.search_chunks(text_embedder.embed([last.text]), 1)[0]
+    assert hit.id == last.id and score > 0.99
