@@ -113,7 +113,7 @@ class Ingestor:
         bar = tqdm(files, desc="files", unit="file", disable=not show_progress, file=sys.stderr)
         for path in bar:
             name = (names or {}).get(path, path.name)
-            bar.set_postfix_str(name[-40:])
+            bar.set_postfix_str(f"{report.totals()['chunks']} chunks, {name[-40:]}")
             report.outcomes.append(self.ingest_file(path, name, report.seconds, show_progress, on_progress))
         bar.close()
         if self.image_embedder is not None and self.kb.images_waiting():
@@ -162,6 +162,8 @@ class Ingestor:
                 embed_start = time.perf_counter()
                 self._store_batch(writer, document_id, counters, batch, images)
                 embed_seconds += time.perf_counter() - embed_start
+                pages.set_postfix_str(f"{counters['chunks']} chunks")
+                notify(name, "embed", counters["chunks"], 0)
             pages.close()
             if counters["chunks"] == 0 and counters["images"] == 0:
                 raise IngestError(path, "no text or images found" + _ocr_hint(parsed, self.ocr))

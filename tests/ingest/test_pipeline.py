@@ -142,3 +142,16 @@ def test_ocr_makes_a_screenshot_searchable(models, tmp_path):
     assert report.outcomes[0].chunks == 1 and report.seconds["ocr"] > 0
     hit = models.assistant(loader.kb).retriever.search("when does the warranty expire", 1)[0]
     assert hit.chunk.file == "screenshot.png" and "2031" in hit.chunk.text
+
+
+def test_real_world_pdf_answer_cites_its_page(models, pypdf_resources):
+    """A 19-page PDF nobody in this project wrote (from pypdf's test suite): its revision history is on page 3."""
+    pdf = pypdf_resources / "GeoBase_NHNC1_Data_Model_UML_EN.pdf"
+    loader = ingestor(models)
+    outcome = loader.ingest([pdf]).outcomes[0]
+    assert (outcome.status, outcome.pages) == ("added", 19)
+    answer = models.assistant(loader.kb).ask("When was the first draft for discussion with Nova Scotia written?",
+                                             mode="extractive")
+    assert "September 2002" in answer.text, answer.text
+    cited = [(s.file, s.page) for s in answer.sources if s.cited]
+    assert ("GeoBase_NHNC1_Data_Model_UML_EN.pdf", 3) in cited
