@@ -1,24 +1,26 @@
 """Ingest speed and memory: seconds per page and per chunk, stage split, and peak memory on big PDFs.
 
 Baselines in the same run: the same PDF embedded one chunk at a time (batch size 1, what a naive loop
-does), and peak memory for a PDF ten times larger (it should stay flat: pages stream through).
+does); peak memory for a PDF five times larger (it should stay flat: pages stream through); and a folder
+of short notes ingested in one call (their chunks share model calls) against one call per file.
 
-    .venv/bin/python -m benchmarks.ingest_speed [--pages 200] [--big-pages 1000]
+    .venv/bin/python -m benchmarks.ingest_speed [--pages 200] [--big-pages 1000] [--notes 200]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.common import PeakRss, make_pdf  # noqa: E402
+from benchmarks.common import PeakRss, make_pdf, paragraph  # noqa: E402
 from ingest.pipeline import Ingestor  # noqa: E402
-from rag.components import Models  # noqa: E402
+from rag.components import Models, configure_hub  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
 
@@ -38,12 +40,33 @@ def ingest_once(models: Models, pdf: Path, store: Path, batch: int) -> dict:
             "stages": dict(report.seconds), "rss_growth_mb": rss.growth_mb}
 
 
+def notes_folder(folder: Path, count: int) -> Path:
+    rng = random.Random(3)
+    folder.mkdir()
+    for n in range(count):
+        (folder / f"note-{n:04d}.txt").write_text(paragraph(rng, sentences=3))
+    return folder
+
+
+def ingest_notes(models: Models, folder: Path, store: Path, together: bool) -> float:
+    ingestor = Ingestor(models.open_store(store), models.settings.with_(store=store), models.text_embedder)
+    start = time.perf_counter()
+    if together:
+        ingestor.ingest([folder])
+    else:
+        for path in sorted(folder.iterdir()):
+            ingestor.ingest([path])
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--big-pages", type=int, default=1000)
+    parser.add_argument("--notes", type=int, default=200)
     args = parser.parse_args()
     settings = Settings.load({"ocr": False})
+    configure_hub(settings)
     models = Models.load(settings, with_images=False)
     device = models.text_embedder.device
     with tempfile.TemporaryDirectory() as tmp:
@@ -54,6 +77,9 @@ def main() -> None:
         batched = ingest_once(models, pdf, tmp / "a", settings.embed_batch_size)
         single = ingest_once(models, pdf, tmp / "b", 1)
         large = ingest_once(models, big, tmp / "c", settings.embed_batch_size)
+        notes = notes_folder(tmp / "notes", args.notes)
+        notes_together = ingest_notes(models, notes, tmp / "d", together=True)
+        notes_apart = ingest_notes(models, notes, tmp / "e", together=False)
     print(f"device: {device}, cores: {os.cpu_count()}")
     print("| run | pages | chunks | total s | ms/page | ms/chunk | parse s | embed s | index s | peak RSS growth MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -64,6 +90,8 @@ def main() -> None:
               f"{row['per_chunk_ms']:.1f} | {stages.get('parse', 0):.1f} | {stages.get('embed', 0):.1f} | "
               f"{stages.get('index', 0):.2f} | {row['rss_growth_mb']:.0f} |")
     print(f"\nspeed-up of batching over batch 1: {single['seconds'] / batched['seconds']:.2f}x")
+    print(f"{args.notes} short notes: {notes_together:.1f}s in one ingest (shared model calls) vs "
+          f"{notes_apart:.1f}s file by file: {notes_apart / notes_together:.2f}x")
     print(f"memory: {args.big_pages} pages grew RSS by {large['rss_growth_mb']:.0f} MB vs "
           f"{batched['rss_growth_mb']:.0f} MB for {args.pages} pages")
 

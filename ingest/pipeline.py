@@ -7,6 +7,7 @@ A failing file never stops the batch and never touches what is already stored.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import sys
 import time
 from collections import defaultdict
@@ -94,6 +95,21 @@ class _TimedOcr:
             self.seconds += time.perf_counter() - start
 
 
+@dataclass
+class _Prepared:
+    """A file read and chunked up to its first batch, not yet embedded or written."""
+
+    path: Path
+    name: str
+    sha: str
+    size: int
+    parsed: ParsedFile
+    previous: list[int]  # ids of earlier versions of this path, replaced in the same transaction
+    batches: Iterator[tuple[list[NewChunk], list[PageImage]]]
+    first: tuple[list[NewChunk], list[PageImage]]
+    complete: bool  # the whole file fitted in the first batch
+
+
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: TextEmbedder,
                  image_embedder: ImageEmbedder | None = None, ocr: OcrEngine | None = None) -> None:
@@ -106,35 +122,65 @@ class Ingestor:
 
     def ingest(self, arguments: Iterable[str | Path], show_progress: bool = False,
                on_progress: ProgressCallback | None = None, names: dict[Path, str] | None = None) -> IngestReport:
-        """Ingest files, folders and globs. `names` gives display names (uploads keep their original name)."""
+        """Ingest files, folders and globs. `names` gives display names (uploads keep their original name).
+
+        Small files are embedded together, up to CHUNK_BATCH chunks per model call (a folder of short
+        notes embeds several times faster than file by file), but each is still written in its own
+        transaction. A large file streams through in batches. Outcomes keep the order of the input."""
         files, errors = expand_paths(arguments, SUPPORTED_SUFFIXES)
         report = IngestReport()
         report.outcomes += [FileOutcome(e.path, "failed", str(e)) for e in errors]
+        slots: list[FileOutcome | None] = [None] * len(files)
+        notify = on_progress or (lambda *_: None)
+        group: list[tuple[int, _Prepared]] = []
         bar = tqdm(files, desc="files", unit="file", disable=not show_progress, file=sys.stderr)
-        for path in bar:
+
+        def flush() -> None:
+            for slot, outcome in self._write_group(group, report.seconds, notify):
+                slots[slot] = outcome
+            group.clear()
+
+        for slot, path in enumerate(bar):
             name = (names or {}).get(path, path.name)
-            bar.set_postfix_str(f"{report.totals()['chunks']} chunks, {name[-40:]}")
-            report.outcomes.append(self.ingest_file(path, name, report.seconds, show_progress, on_progress))
+            bar.set_postfix_str(name[-40:])
+            pending = {p.sha: p.name for _, p in group}
+            prepared = self._guarded(path, name, self._prepare, path, name, pending, report.seconds, notify)
+            if isinstance(prepared, FileOutcome):
+                slots[slot] = prepared
+            elif prepared.complete:
+                if sum(len(p.first[0]) for _, p in group) + len(prepared.first[0]) > CHUNK_BATCH:
+                    flush()
+                group.append((slot, prepared))
+            else:
+                flush()
+                slots[slot] = self._guarded(path, name, self._write, prepared,
+                                            self._embedded(prepared, report.seconds), report.seconds, show_progress,
+                                            notify)
+        flush()
         bar.close()
+        report.outcomes += [o for o in slots if o is not None]
         if self.image_embedder is not None and self.kb.images_waiting():
             self.embed_waiting_images(report.seconds)
         report.images_waiting = len(self.kb.images_waiting())
         return report
 
-    def ingest_file(self, path: Path, name: str | None = None, seconds: dict[str, float] | None = None,
-                    show_progress: bool = False, on_progress: ProgressCallback | None = None) -> FileOutcome:
-        seconds = defaultdict(float) if seconds is None else seconds
-        name = name or path.name
+    def ingest_file(self, path: Path, name: str | None = None) -> FileOutcome:
+        report = self.ingest([path], names={Path(path).resolve(): name} if name else None)
+        return report.outcomes[0]
+
+    @staticmethod
+    def _guarded(path: Path, name: str, step: Callable[..., _Prepared | FileOutcome],
+                 *args: object) -> _Prepared | FileOutcome:
+        """Run one file's step; any failure becomes that file's outcome, and the batch goes on."""
         try:
-            return self._ingest_file(path, name, seconds, show_progress, on_progress)
+            return step(*args)
         except IngestError as error:
             return FileOutcome(str(path), "failed", f"{name}: {error.reason}")
         except Exception as error:  # a reader or model bug must not end the batch; say which file hit it
             return FileOutcome(str(path), "failed", f"{name}: unexpected error ({type(error).__name__}: {error})")
 
-    def _ingest_file(self, path: Path, name: str, seconds: dict[str, float], show_progress: bool,
-                     on_progress: ProgressCallback | None) -> FileOutcome:
-        notify = on_progress or (lambda *_: None)
+    def _prepare(self, path: Path, name: str, pending: dict[str, str], seconds: dict[str, float],
+                 notify: ProgressCallback) -> _Prepared | FileOutcome:
         size = path.stat().st_size
         if size > self.settings.max_file_bytes:
             raise IngestError(path, f"file is {size / 2**20:.1f} MB, over the {self.settings.max_file_mb:g} MB "
@@ -144,49 +190,84 @@ class Ingestor:
         if existing is not None:
             return FileOutcome(str(path), "duplicate", f"{name}: already in the knowledge base as "
                                f"'{existing.name}' (id {existing.id}); nothing added", existing.id)
-        previous = [d for d in self.kb.documents_by_path(str(path))]
+        if sha in pending:
+            return FileOutcome(str(path), "duplicate", f"{name}: same content as '{pending[sha]}' in this batch; "
+                               "nothing added")
+        previous = [d.id for d in self.kb.documents_by_path(str(path))]
         timed_ocr = _TimedOcr(self.ocr) if self.ocr is not None else None
         start = time.perf_counter()
         parsed = read_file(path, timed_ocr)
         notify(name, "parse", 0, parsed.page_count)
-        counters = {"chunks": 0, "images": 0, "pages": 0}
-        embed_seconds = 0.0
-        index_start = None
-        with self.kb.write() as writer:
-            for old in previous:
-                writer.delete_document(old.id)
-            document_id = writer.add_document(str(path), name, parsed.kind, sha, size, parsed.page_count)
-            pages = tqdm(total=parsed.page_count, desc=name[-30:], unit="page", leave=False,
-                         disable=not show_progress or parsed.page_count < 2, file=sys.stderr)
-            for batch, images in self._batches(parsed, counters, pages, notify, name):
-                embed_start = time.perf_counter()
-                self._store_batch(writer, document_id, counters, batch, images)
-                embed_seconds += time.perf_counter() - embed_start
-                pages.set_postfix_str(f"{counters['chunks']} chunks")
-                notify(name, "embed", counters["chunks"], 0)
-            pages.close()
-            if counters["chunks"] == 0 and counters["images"] == 0:
+        batches = self._batches(parsed, notify, name)
+        first = next(batches)
+        complete = len(first[0]) < CHUNK_BATCH
+        if complete:
+            next(batches, None)  # let the reader finish (its warnings are complete only then)
+            if not first[0] and not first[1]:
                 raise IngestError(path, "no text or images found" + _ocr_hint(parsed, self.ocr))
-            index_start = time.perf_counter()
-        index_seconds = time.perf_counter() - index_start
-        total = time.perf_counter() - start
         ocr_seconds = timed_ocr.seconds if timed_ocr else 0.0
         seconds["ocr"] += ocr_seconds
-        seconds["embed"] += embed_seconds
-        seconds["index"] += index_seconds
-        seconds["parse"] += max(0.0, total - ocr_seconds - embed_seconds - index_seconds)
+        seconds["parse"] += time.perf_counter() - start - ocr_seconds
+        return _Prepared(path, name, sha, size, parsed, previous, batches, first, complete)
+
+    def _write_group(self, group: list[tuple[int, _Prepared]], seconds: dict[str, float],
+                     notify: ProgressCallback) -> Iterator[tuple[int, FileOutcome]]:
+        """Embed the chunks of several small files in one call, then write each file on its own."""
+        if not group:
+            return
+        start = time.perf_counter()
+        vectors = self._embed_texts([c for _, p in group for c in p.first[0]])
+        seconds["embed"] += time.perf_counter() - start
+        offset = 0
+        for slot, prepared in group:
+            count = len(prepared.first[0])
+            batch = (*prepared.first, vectors[offset:offset + count])
+            offset += count
+            yield slot, self._guarded(prepared.path, prepared.name, self._write, prepared, iter([batch]), seconds,
+                                      False, notify)
+
+    def _embedded(self, prepared: _Prepared, seconds: dict[str, float]) -> Iterator[tuple]:
+        """The batches of a large file with their vectors, embedded one batch at a time."""
+        for chunks, images in itertools.chain([prepared.first], prepared.batches):
+            start = time.perf_counter()
+            vectors = self._embed_texts(chunks)
+            seconds["embed"] += time.perf_counter() - start
+            yield chunks, images, vectors
+
+    def _write(self, prepared: _Prepared, batches: Iterator[tuple], seconds: dict[str, float], show_progress: bool,
+               notify: ProgressCallback) -> FileOutcome:
+        """One transaction for the whole file: all of it lands, or none of it does."""
+        parsed, name = prepared.parsed, prepared.name
+        counters = {"chunks": 0, "images": 0}
+        pages = tqdm(total=None, desc=name[-30:], unit="chunk", leave=False,
+                     disable=not show_progress or prepared.complete, file=sys.stderr)
+        with self.kb.write() as writer:
+            for old in prepared.previous:
+                writer.delete_document(old)
+            document_id = writer.add_document(str(prepared.path), name, parsed.kind, prepared.sha, prepared.size,
+                                              parsed.page_count)
+            for chunks, images, vectors in batches:
+                writer.add_chunks(document_id, counters["chunks"], chunks, vectors)
+                counters["chunks"] += len(chunks)
+                self._store_images(writer, document_id, images, seconds)
+                counters["images"] += len(images)
+                pages.update(len(chunks))
+                notify(name, "embed", counters["chunks"], 0)
+            if counters["chunks"] == 0 and counters["images"] == 0:
+                raise IngestError(prepared.path, "no text or images found" + _ocr_hint(parsed, self.ocr))
+            index_start = time.perf_counter()
+        seconds["index"] += time.perf_counter() - index_start
+        pages.close()
         notify(name, "done", parsed.page_count, parsed.page_count)
-        status = "replaced" if previous else "added"
-        verb = "replaced its earlier version" if previous else "added"
-        message = (f"{name}: {verb}: {parsed.page_count} pages, {counters['chunks']} chunks, "
-                   f"{counters['images']} images")
+        status, verb = ("replaced", "replaced its earlier version") if prepared.previous else ("added", "added")
+        message = f"{name}: {verb}: {parsed.page_count} pages, {counters['chunks']} chunks, {counters['images']} images"
         if parsed.warnings:
             more = " …" if len(parsed.warnings) > 1 else ""
             message += f" ({len(parsed.warnings)} warnings: {parsed.warnings[0]}{more})"
-        return FileOutcome(str(path), status, message, document_id, parsed.page_count, counters["chunks"],
+        return FileOutcome(str(prepared.path), status, message, document_id, parsed.page_count, counters["chunks"],
                            counters["images"], list(parsed.warnings))
 
-    def _batches(self, parsed: ParsedFile, counters: dict[str, int], pages: tqdm, notify: ProgressCallback,
+    def _batches(self, parsed: ParsedFile, notify: ProgressCallback,
                  name: str) -> Iterator[tuple[list[NewChunk], list[PageImage]]]:
         """Chunks and images in batches of CHUNK_BATCH chunks, consuming the reader lazily."""
         images: list[PageImage] = []
@@ -196,7 +277,6 @@ class Ingestor:
             nonlocal last_page
             for item in parsed.items:
                 if item.page > last_page:
-                    pages.update(item.page - last_page)
                     last_page = item.page
                     notify(name, "parse", last_page, parsed.page_count)
                 if isinstance(item, PageImage):
@@ -212,17 +292,19 @@ class Ingestor:
                 batch, images[:] = [], []
         yield batch, images[:]
 
-    def _store_batch(self, writer: Writer, document_id: int, counters: dict[str, int], chunks: list[NewChunk],
-                     images: list[PageImage]) -> None:
+    def _embed_texts(self, chunks: list[NewChunk]):
         texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in chunks]  # the heading helps retrieval
-        vectors = self.text_embedder.embed(texts, self.settings.embed_batch_size)
-        writer.add_chunks(document_id, counters["chunks"], chunks, vectors)
-        counters["chunks"] += len(chunks)
-        image_vectors = self.image_embedder.embed_images([i.data for i in images]) if (
-            self.image_embedder is not None and images) else [None] * len(images)
-        for image, vector in zip(images, image_vectors):
+        return self.text_embedder.embed(texts, self.settings.embed_batch_size)
+
+    def _store_images(self, writer: Writer, document_id: int, images: list[PageImage],
+                      seconds: dict[str, float]) -> None:
+        vectors = [None] * len(images)
+        if self.image_embedder is not None and images:
+            start = time.perf_counter()
+            vectors = self.image_embedder.embed_images([i.data for i in images])
+            seconds["embed"] += time.perf_counter() - start
+        for image, vector in zip(images, vectors):
             writer.add_image(document_id, image.page, image.name or f"page {image.page}", image.data, vector)
-        counters["images"] += len(images)
 
     def _count_tokens(self, texts: list[str]) -> list[int]:
         encoded = self.text_embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]

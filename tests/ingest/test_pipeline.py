@@ -155,3 +155,38 @@ def test_real_world_pdf_answer_cites_its_page(models, pypdf_resources):
     assert "September 2002" in answer.text, answer.text
     cited = [(s.file, s.page) for s in answer.sources if s.cited]
     assert ("GeoBase_NHNC1_Data_Model_UML_EN.pdf", 3) in cited
+
+
+def test_small_files_share_model_calls_but_keep_their_order_and_own_outcomes(models, tmp_path):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    animals = ["otters", "herons", "badgers", "lynxes", "ibexes", "walruses", "marmots", "puffins"]
+    for n, animal in enumerate(animals):
+        (folder / f"{n}-{animal}.txt").write_text(f"Field note {n}: the {animal} were counted at dawn.")
+    (folder / "9-copy.txt").write_bytes((folder / "3-lynxes.txt").read_bytes())
+    (folder / "8-empty.txt").write_bytes(b"")
+    loader = ingestor(models)
+    report = loader.ingest([folder])
+    names = [o.path.rsplit("/", 1)[-1] for o in report.outcomes]
+    assert names == sorted(names)  # input order, whatever the embedding groups were
+    statuses = {name: o.status for name, o in zip(names, report.outcomes)}
+    assert statuses.pop("9-copy.txt") == "duplicate" and statuses.pop("8-empty.txt") == "failed"
+    assert set(statuses.values()) == {"added"}
+    assert "same content as '3-lynxes.txt'" in report.outcomes[names.index("9-copy.txt")].message
+    hit = models.assistant(loader.kb).retriever.search("walruses at dawn", 1)[0]
+    assert hit.chunk.file == "5-walruses.txt"
+
+
+def test_large_file_streams_through_in_batches(models, tmp_path):
+    from ingest.pipeline import CHUNK_BATCH
+
+    settings = models.settings.with_(chunk_tokens=24, chunk_overlap=0)
+    sentences = [f"Sentence {n} describes item number {n} of the inventory in plain words." for n in range(700)]
+    big = tmp_path / "inventory.txt"
+    big.write_text(" ".join(sentences))
+    loader = Ingestor(models.open_store(), settings, models.text_embedder)
+    outcome = loader.ingest([big]).outcomes[0]
+    assert outcome.status == "added" and outcome.chunks > CHUNK_BATCH * 2
+    ordinals = [c.ordinal for c in loader.kb.chunks_of_document(outcome.document_id)]
+    assert ordinals == list(range(outcome.chunks))
+    assert loader.kb.text_index.size == outcome.chunks
