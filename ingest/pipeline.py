@@ -161,6 +161,9 @@ class Ingestor:
         report.outcomes += [o for o in slots if o is not None]
         if self.image_embedder is not None and self.kb.images_waiting():
             self.embed_waiting_images(report.seconds)
+        start = time.perf_counter()
+        self.kb.flush()
+        report.seconds["index"] += time.perf_counter() - start
         report.images_waiting = len(self.kb.images_waiting())
         return report
 
@@ -322,6 +325,7 @@ class Ingestor:
             with self.kb.write() as writer:
                 for image, vector in zip(part, vectors):
                     writer.set_image_vector(image.id, vector)
+        self.kb.flush()
         if seconds is not None:
             seconds["embed"] += time.perf_counter() - start
         return len(waiting)

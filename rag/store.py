@@ -7,8 +7,8 @@ Layout of the folder:
     images/<sha256>.<ext>    a copy of every image, so images can be embedded later and shown
 
 Every write is one SQLite transaction that bumps the catalog's generation number. The indexes are saved
-under that number after the commit; an index whose number is not the catalog's is rebuilt from the
-catalog on open. So a process killed at any point leaves a store that opens consistent, with every
+under that number by flush() (after a batch of writes); an index whose number is not the catalog's is
+rebuilt from the catalog on open. So a process killed at any point leaves a store that opens consistent, with every
 document either fully present or absent.
 """
 
@@ -51,6 +51,7 @@ class KnowledgeBase:
         self._writer = Catalog.open(self.folder / CATALOG_FILE)
         self._check_models()
         self._generation = -1
+        self._dirty = False  # in-memory indexes ahead of the saved files
         self.text_index = VectorIndex(text_model.dim, use_gpu)
         self.image_index: VectorIndex | None = None
         self._sync()
@@ -108,6 +109,7 @@ class KnowledgeBase:
             generation = self._reader.generation()
             if generation == self._generation:
                 return
+            self._dirty = False  # reloaded from the catalog: whatever was unsaved is in there
             self.text_index = self._load_or_rebuild("text", self.text_model.dim, generation,
                                                     self._reader.iter_chunk_vectors)
             image_dim = self._reader.get_meta("image_dim")
@@ -243,17 +245,31 @@ class KnowledgeBase:
                     self.image_index.remove(np.array(writer.removed_images, np.int64))
                     self.image_index.add(np.array(writer.added_image_ids, np.int64),
                                          _stack(writer.added_image_vectors))
-            self._save_index(self.text_index, "text", generation)
-            if self.image_index is not None:
-                self._save_index(self.image_index, "image", generation)
             self._generation = generation
-        self._remove_orphan_files()
+            # Saved by flush(), not here: rewriting the whole index after every file would make a folder of
+            # N files cost O(N^2). Until then the catalog is ahead of the files, which open() repairs.
+            self._dirty = True
+        if writer.removed_images:
+            self._remove_orphan_files()
+
+    def flush(self) -> None:
+        """Save the in-memory indexes under the current generation (after a batch of writes)."""
+        with self._lock:
+            if not self._dirty:
+                return
+            self._save_index(self.text_index, "text", self._generation)
+            if self.image_index is not None:
+                self._save_index(self.image_index, "image", self._generation)
+            self._dirty = False
 
     def delete(self, document_id: int) -> DocumentInfo:
         with self.write() as writer:
-            return writer.delete_document(document_id)
+            info = writer.delete_document(document_id)
+        self.flush()
+        return info
 
     def close(self) -> None:
+        self.flush()
         with self._lock, self._write_lock:
             self._reader.close()
             self._writer.close()

@@ -68,6 +68,7 @@ def test_index_lost_after_commit_is_rebuilt_from_catalog(tmp_path):
     """A crash between the catalog commit and the index save leaves an index of an older generation."""
     kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
     add_doc(kb, "a.txt", [unit(1, 0, 0, 0)])
+    kb.flush()
     stale = (tmp_path / "text-1.faiss").read_bytes()
     add_doc(kb, "b.txt", [unit(0, 1, 0, 0)])
     kb.close()
