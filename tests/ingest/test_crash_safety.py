@@ -23,7 +23,7 @@ def write_corpus(folder, count=32):
         topic = TOPICS[n % len(TOPICS)]
         paragraphs = [f"Report {n} paragraph {p} on {topic}: field station {n * 100 + p} measured values that "
                       f"changed by {p + n} percent over the season, as the survey team noted in detail."
-                      for p in range(40)]
+                      for p in range(16)]
         (folder / f"report-{n:02d}.txt").write_text("\n\n".join(paragraphs))
 
 
@@ -39,7 +39,10 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
     corpus = tmp_path / "corpus"
     write_corpus(corpus)
     store = tmp_path / "kb"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_CLIP_MODEL": "none"}
+    # Small chunks: many per file, so the files' writes spread over the run and the kill lands mid-ingest.
+    chunking = {"chunk_tokens": 24, "chunk_overlap": 4}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_CLIP_MODEL": "none",
+           "LOUPE_CHUNK_TOKENS": "24", "LOUPE_CHUNK_OVERLAP": "4"}
     process = subprocess.Popen([sys.executable, "-m", "rag", "ingest", str(corpus), "--store", str(store), "--quiet"],
                                cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -52,7 +55,7 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
 
     # The reference: the same files ingested without interruption.
     reference = KnowledgeBase(tmp_path / "reference", text_embedder.model_id, use_gpu=False)
-    Ingestor(reference, make_settings(tmp_path / "reference"), text_embedder).ingest([corpus])
+    Ingestor(reference, make_settings(tmp_path / "reference", **chunking), text_embedder).ingest([corpus])
     expected = {d.name: d.chunks for d in reference.documents()}
 
     kb = KnowledgeBase(store, text_embedder.model_id, use_gpu=False)
@@ -65,10 +68,10 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
                                                   (ch.id for ch in kb.chunks_of_document(d.id)))
 
     # Running the same ingest again completes the store: whole documents are duplicates, the rest arrive.
-    report = Ingestor(kb, make_settings(store), text_embedder).ingest([corpus])
+    report = Ingestor(kb, make_settings(store, **chunking), text_embedder).ingest([corpus])
     statuses = [o.status for o in report.outcomes]
     assert statuses.count("duplicate") == len(documents) and statuses.count("added") == 32 - len(documents)
     assert {d.name: d.chunks for d in kb.documents()} == expected
-    last = kb.chunks_of_document(kb.resolve("report-31.txt").id)[-1]
-    hit, score = kb.search_chunks(text_embedder.embed([last.text]), 1)[0]
-    assert hit.id == last.id and score > 0.99
+    first = kb.chunks_of_document(kb.resolve("report-31.txt").id)[0]  # "Report 31 paragraph 0 ...": unique
+    hit, score = kb.search_chunks(text_embedder.embed([first.text]), 1)[0]
+    assert hit.id == first.id and score > 0.99
