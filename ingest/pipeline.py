@@ -32,7 +32,8 @@ from rag.text_embedder import TextEmbedder
 STAGES = ("parse", "ocr", "embed", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
 
-ProgressCallback = Callable[[str, str, int, int], None]  # (file name, stage, done, total)
+# (file name, stage, done, total); stages: parse, embed, done, and duplicate or failed as soon as known
+ProgressCallback = Callable[[str, str, int, int], None]
 
 
 @dataclass
@@ -147,6 +148,7 @@ class Ingestor:
             prepared = self._guarded(path, name, self._prepare, path, name, pending, report.seconds, notify)
             if isinstance(prepared, FileOutcome):
                 slots[slot] = prepared
+                notify(name, prepared.status, 0, 0)  # known now: say so before the batch's other files finish
             elif prepared.complete:
                 if sum(len(p.first[0]) for _, p in group) + len(prepared.first[0]) > CHUNK_BATCH:
                     flush()
@@ -226,8 +228,11 @@ class Ingestor:
             count = len(prepared.first[0])
             batch = (*prepared.first, vectors[offset:offset + count])
             offset += count
-            yield slot, self._guarded(prepared.path, prepared.name, self._write, prepared, iter([batch]), seconds,
-                                      False, notify)
+            outcome = self._guarded(prepared.path, prepared.name, self._write, prepared, iter([batch]), seconds,
+                                    False, notify)
+            if not outcome.ok:
+                notify(prepared.name, outcome.status, 0, 0)
+            yield slot, outcome
 
     def _embedded(self, prepared: _Prepared, seconds: dict[str, float]) -> Iterator[tuple]:
         """The batches of a large file with their vectors, embedded one batch at a time."""

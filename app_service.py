@@ -1,0 +1,411 @@
+"""What the browser app, the Gradio API and the REST API do, with no UI in it.
+
+One LoupeService per process wires the shared models to the knowledge bases of a Library: it opens each
+knowledge base once, stages uploads inside the knowledge base's own uploads/ folder under a checked
+name, ingests them through the normal Ingestor while reporting each file's stage, answers questions
+(rewriting follow-ups with the conversation so far) and keeps the chat history.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from ingest.ocr import OcrEngine
+from ingest.pipeline import Ingestor
+from ingest.readers import SUPPORTED_SUFFIXES
+from rag.answering import Answer, Assistant
+from rag.components import Models
+from rag.conversations import Conversations
+from rag.followups import Rewrite, rewrite
+from rag.library import Library
+from rag.records import ChunkRecord, DocumentInfo
+from rag.settings import ANSWER_MODES, PROJECT_ROOT, Settings
+from rag.store import KnowledgeBase
+
+SAMPLES_DIR = PROJECT_ROOT / "samples"
+UPLOADS_DIR = "uploads"
+CONVERSATIONS_FILE = "conversations.sqlite3"
+MAX_K = 20
+_MB = 1024 * 1024
+
+
+class ServiceError(ValueError):
+    """Something the user asked for that Loupe refuses; the message says why and what to do."""
+
+
+@dataclass
+class FileRow:
+    """One file's line in an upload's progress table."""
+
+    name: str
+    stage: str = "queued"  # queued, parse, done, failed
+    progress: str = ""
+    status: str = ""  # added, replaced, duplicate, failed; empty while it runs
+    message: str = ""
+    document_id: int | None = None
+
+    def fail(self, message: str) -> None:
+        self.stage, self.status, self.message = "failed", "failed", message
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    file: str
+    page: int
+    name: str
+    score: float
+    path: str  # a copy the UI may serve
+
+
+def _stage(folder: Path, name: str, source: Path) -> tuple[Path, Path | None]:
+    """Copy an upload to folder/name, moving aside a file already there; returns (copy, moved-aside file)."""
+    target = inside(folder, name)
+    backup = target.with_name(f".{target.name}.previous") if target.exists() else None
+    if backup is not None:
+        os.replace(target, backup)
+    shutil.copyfile(source, target)
+    return target, backup
+
+
+def safe_upload_name(name: str) -> str:
+    """The name an upload is stored under: the name itself when it is a plain file name, else an error."""
+    if not isinstance(name, str) or not name.strip():
+        raise ServiceError("refused: the upload has no file name")
+    if ("/" in name or "\\" in name or name in (".", "..") or any(ord(c) < 32 for c in name)
+            or Path(name).name != name):
+        raise ServiceError(f"{name!r}: refused: a file name must not contain a path or control characters")
+    if len(name.encode()) > 200:
+        raise ServiceError(f"{name[:40]}…: refused: the file name is longer than 200 bytes")
+    return name
+
+
+def inside(folder: Path, name: str) -> Path:
+    """folder/name, checked to stay inside folder once resolved (no traversal, no symlink escape)."""
+    folder = folder.resolve()
+    target = (folder / safe_upload_name(name)).resolve()
+    if target.parent != folder:
+        raise ServiceError(f"{name!r}: refused: the name resolves outside the upload folder")
+    return target
+
+
+class LoupeService:
+    def __init__(self, settings: Settings, models: Models, ocr: OcrEngine | None = None) -> None:
+        self.settings = settings
+        self.models = models
+        self.library = Library.for_store(settings.store)
+        self.library.root.mkdir(parents=True, exist_ok=True)
+        self.conversations = Conversations(self.library.root / CONVERSATIONS_FILE)
+        self.ocr = ocr if ocr is not None else (OcrEngine() if settings.ocr else None)
+        self._lock = threading.Lock()
+        self._kbs: dict[str, KnowledgeBase] = {}
+        self._assistants: dict[str, Assistant] = {}
+        self._ingest_locks: dict[str, threading.Lock] = {}
+        self._display_dir = Path(tempfile.gettempdir()) / f"loupe-display-{os.getpid()}"
+
+    # --- knowledge bases ----------------------------------------------------------------------
+    @property
+    def default_kb(self) -> str:
+        return self.library.default
+
+    def kb_names(self) -> list[str]:
+        return self.library.names()
+
+    def kb(self, name: str | None = None) -> KnowledgeBase:
+        name = name or self.default_kb
+        with self._lock:
+            if name not in self._kbs:
+                folder = self.library.path(name)  # refuses a malformed name first
+                if name != self.default_kb and not self.library.exists(name):
+                    raise ServiceError(f"no knowledge base named {name!r}")
+                self._kbs[name] = self.models.open_store(folder)
+            return self._kbs[name]
+
+    def assistant(self, name: str | None = None) -> Assistant:
+        name = name or self.default_kb
+        kb = self.kb(name)
+        with self._lock:
+            if name not in self._assistants:
+                self._assistants[name] = self.models.assistant(kb)
+            return self._assistants[name]
+
+    def create_kb(self, name: str) -> str:
+        self.library.create(name)
+        self.kb(name)  # writes the catalog
+        return name
+
+    def delete_kb(self, name: str) -> None:
+        lock = self._ingest_lock(name)
+        if not lock.acquire(blocking=False):
+            raise ServiceError(f"{name!r} is ingesting files right now; delete it when that is done")
+        try:
+            if name == self.default_kb or not self.library.exists(name):
+                self.library.delete(name)  # the library's own refusal: default, unknown or invalid name
+            with self._lock:
+                kb = self._kbs.pop(name, None)
+                self._assistants.pop(name, None)
+            if kb is not None:
+                kb.close()
+            self.library.delete(name)
+        finally:
+            lock.release()
+
+    def documents(self, kb: str | None = None) -> list[DocumentInfo]:
+        return self.kb(kb).documents()
+
+    def delete_document(self, kb: str | None, document_id: int) -> DocumentInfo:
+        store = self.kb(kb)
+        with self._ingest_lock(kb or self.default_kb):
+            info = store.delete(int(document_id))
+            path = Path(info.path)
+            uploads = (store.folder / UPLOADS_DIR).resolve()
+            if path.parent == uploads and not store.documents_by_path(info.path):
+                path.unlink(missing_ok=True)
+        return info
+
+    # --- uploads and ingestion ----------------------------------------------------------------
+    def _ingest_lock(self, name: str) -> threading.Lock:
+        with self._lock:
+            return self._ingest_locks.setdefault(name, threading.Lock())
+
+    def check_upload(self, name: str, size: int, position: int) -> str:
+        """Why an upload cannot be taken (empty when it can): its name, type, size, or place in the batch."""
+        try:
+            safe_upload_name(name)
+        except ServiceError as error:
+            return str(error)
+        if position >= self.settings.max_upload_files:
+            return (f"{name}: not ingested: one upload takes at most {self.settings.max_upload_files} files "
+                    "(--max-upload-files)")
+        if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
+            supported = " ".join(sorted(SUPPORTED_SUFFIXES))
+            return f"{name}: unsupported file type '{Path(name).suffix or name}' (supported: {supported})"
+        if size > self.settings.max_upload_mb * _MB:
+            return (f"{name}: file is {size / _MB:.1f} MB, over the {self.settings.max_upload_mb:g} MB upload limit "
+                    "(--max-upload-mb)")
+        return ""
+
+    def ingest(self, kb: str | None, uploads: list[tuple[str, Path]],
+               on_change: Callable[[list[FileRow]], None] | None = None) -> list[FileRow]:
+        """Copy each (original name, temporary file) into the knowledge base's uploads/ and ingest them in one
+        batch (small files share embedding calls). Every file ends with a status and a message; `on_change`
+        sees the rows whenever one moves on."""
+        name = kb or self.default_kb
+        store = self.kb(name)
+        rows = [FileRow(original) for original, _ in uploads]
+        notify = (lambda: on_change(rows)) if on_change else (lambda: None)
+        notify()
+        with self._ingest_lock(name):
+            folder = store.folder / UPLOADS_DIR
+            folder.mkdir(exist_ok=True)
+            staged: list[tuple[FileRow, Path, Path | None]] = []  # row, copy in uploads/, previous copy
+            seen: set[str] = set()
+            for position, (row, (original, source)) in enumerate(zip(rows, uploads)):
+                source = Path(source)
+                problem = self.check_upload(original, source.stat().st_size if source.is_file() else 0, position)
+                if not problem and original.lower() in seen:
+                    problem = f"{original}: not ingested: another file in this upload has the same name"
+                if not problem and not source.is_file():
+                    problem = f"{original}: the uploaded file is missing"
+                if problem:
+                    row.fail(problem)
+                    continue
+                seen.add(original.lower())
+                try:
+                    staged.append((row, *_stage(folder, original, source)))
+                except (OSError, ServiceError) as error:
+                    row.fail(f"{original}: could not be stored ({error})")
+            notify()
+            if staged:
+                self._ingest_staged(store, staged, notify)
+        return rows
+
+    def _ingest_staged(self, store: KnowledgeBase, staged: list[tuple[FileRow, Path, Path | None]],
+                       notify: Callable[[], None]) -> None:
+        by_name = {row.name: row for row, _, _ in staged}
+
+        def progress(file_name: str, stage: str, done: int, total: int) -> None:
+            row = by_name.get(file_name)
+            if row is not None:
+                row.stage = stage
+                row.progress = (f"{done}/{total} pages" if stage == "parse" and total else
+                                f"{done} chunks embedded" if stage == "embed" else
+                                f"{done} page" + ("s" if done != 1 else ""))
+                notify()
+
+        ingestor = Ingestor(store, self.settings, self.models.text_embedder, self.models.image_embedder, self.ocr)
+        failure = ""
+        try:
+            report = ingestor.ingest([target for _, target, _ in staged], on_progress=progress,
+                                     names={target: row.name for row, target, _ in staged})
+            outcomes = {outcome.path: outcome for outcome in report.outcomes}
+        except Exception as error:  # every row must still end with a message
+            outcomes, failure = {}, f"unexpected error ({type(error).__name__}: {error})"
+        for row, target, backup in staged:
+            outcome = outcomes.get(str(target))
+            if outcome is None:
+                row.fail(f"{row.name}: {failure or 'no outcome reported'}")
+            else:
+                row.status, row.message, row.document_id = outcome.status, outcome.message, outcome.document_id
+                row.stage = "failed" if outcome.status == "failed" else "done"
+            if row.status in ("added", "replaced"):
+                if backup is not None:
+                    backup.unlink(missing_ok=True)
+            elif backup is not None:
+                os.replace(backup, target)  # a failed or duplicate new version leaves the old file as it was
+            else:
+                target.unlink(missing_ok=True)
+        notify()
+
+    def ingest_live(self, kb: str | None, uploads: list[tuple[str, Path]],
+                    interval: float = 0.3) -> Iterator[list[FileRow]]:
+        """Ingest in a worker thread and yield snapshots of the rows as they change (the last is final)."""
+        changed = threading.Event()
+        latest: list[list[FileRow]] = [[FileRow(n) for n, _ in uploads]]
+        failure: list[BaseException] = []
+
+        def on_change(rows: list[FileRow]) -> None:
+            latest[0] = [replace(r) for r in rows]
+            changed.set()
+
+        def work() -> None:
+            try:
+                latest[0] = self.ingest(kb, uploads, on_change)
+            except BaseException as error:
+                failure.append(error)
+            finally:
+                changed.set()
+
+        worker = threading.Thread(target=work, name="loupe-ingest", daemon=True)
+        worker.start()
+        while worker.is_alive():
+            changed.wait(interval)
+            changed.clear()
+            yield [replace(r) for r in latest[0]]
+        worker.join()
+        if failure:
+            raise failure[0]
+        yield latest[0]
+
+    def sample_files(self) -> list[tuple[str, Path]]:
+        if not SAMPLES_DIR.is_dir():
+            return []
+        return [(p.name, p) for p in sorted(SAMPLES_DIR.iterdir())
+                if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
+
+    def embed_waiting_images(self, kb: str | None) -> int:
+        if self.models.image_embedder is None:
+            raise ServiceError(self.models.clip_status or "no CLIP model is loaded")
+        store = self.kb(kb)
+        with self._ingest_lock(kb or self.default_kb):
+            ingestor = Ingestor(store, self.settings, self.models.text_embedder, self.models.image_embedder)
+            return ingestor.embed_waiting_images()
+
+    # --- answers ------------------------------------------------------------------------------
+    def chat(self, kb: str | None, question: str, k: int | None = None, mode: str | None = None,
+             session: str | None = None) -> Iterator[Rewrite | str | Answer]:
+        """The Rewrite first (what is searched), then pieces of text, then the Answer; a session's turns
+        feed the follow-up rewrite, and the finished turn is stored under the session."""
+        name = kb or self.default_kb
+        question = " ".join(str(question or "").split())
+        if not question:
+            raise ServiceError("ask a question first")
+        k, mode = self._check_options(k, mode)
+        turns = self.conversations.turns(session, name) if session else []
+        asked = rewrite(question, turns)
+        yield asked
+        for event in self.assistant(name).stream(asked.search, k, mode):
+            if isinstance(event, Answer) and session:
+                # stored before the answer is shown: a reload right after it must find the turn, and a closed
+                # page cancels the event, so code after the last yield might never run
+                self.conversations.add_turn(session, name, question, event.text, answer_meta(event, asked))
+            yield event
+
+    def ask(self, kb: str | None, question: str, k: int | None = None, mode: str | None = None) -> Answer:
+        answer = None
+        for event in self.chat(kb, question, k, mode):
+            if isinstance(event, Answer):
+                answer = event
+        assert answer is not None
+        return answer
+
+    def _check_options(self, k: int | None, mode: str | None) -> tuple[int, str]:
+        k = int(k) if k else self.settings.top_k
+        if not 1 <= k <= MAX_K:
+            raise ServiceError(f"k must be between 1 and {MAX_K}")
+        mode = mode or self.settings.answer_mode
+        if mode not in ANSWER_MODES:
+            raise ServiceError(f"mode must be one of {', '.join(ANSWER_MODES)}")
+        return k, mode
+
+    def passage(self, kb: str | None, chunk_id: int, around: int = 1) -> list[tuple[ChunkRecord, bool]]:
+        """The cited chunk with its neighbours in the document, each marked True when it is the cited one."""
+        store = self.kb(kb)
+        chunk = store.chunks([int(chunk_id)]).get(int(chunk_id))
+        if chunk is None:
+            raise ServiceError("that passage is no longer in the knowledge base (its document was deleted)")
+        neighbours = store.chunks_of_document(chunk.document_id, max(0, chunk.ordinal - around), chunk.ordinal + around)
+        return [(c, c.id == chunk.id) for c in neighbours]
+
+    # --- images -------------------------------------------------------------------------------
+    def search_images(self, kb: str | None, query: str, k: int = 8) -> list[ImageResult]:
+        if self.models.image_embedder is None:
+            raise ServiceError(self.models.clip_status)
+        if not str(query or "").strip():
+            raise ServiceError("type what the image should show")
+        hits = self.assistant(kb).retriever.search_images(query, int(k))
+        return [self._image_result(kb, hit) for hit in hits]
+
+    def similar_images(self, kb: str | None, data: bytes, k: int = 8) -> list[ImageResult]:
+        if self.models.image_embedder is None:
+            raise ServiceError(f"Finding similar images needs CLIP as well. {self.models.clip_status}")
+        try:
+            hits = self.assistant(kb).retriever.similar_images(data, int(k))
+        except OSError as error:  # PIL cannot read it
+            raise ServiceError(f"that file is not an image Loupe can read ({error})") from None
+        return [self._image_result(kb, hit) for hit in hits]
+
+    def _image_result(self, kb: str | None, hit) -> ImageResult:
+        path = self.kb(kb).image_path(hit.image)
+        return ImageResult(hit.image.file, hit.image.page, hit.image.name, round(hit.score, 4),
+                           str(self.display_copy(path)))
+
+    def display_copy(self, path: str | Path) -> Path:
+        """A copy of a stored image in the temp folder, which the web server may serve (the store may not)."""
+        path = Path(path)
+        self._display_dir.mkdir(exist_ok=True)
+        copy = self._display_dir / path.name  # stored images are named by their content hash
+        if not copy.exists():
+            partial = copy.with_name(f".{copy.name}.{threading.get_ident()}")
+            shutil.copyfile(path, partial)
+            os.replace(partial, copy)  # a reader never sees half a file
+        return copy
+
+    def close(self) -> None:
+        with self._lock:
+            for kb in self._kbs.values():
+                kb.close()
+            self._kbs.clear()
+            self._assistants.clear()
+        self.conversations.close()
+        shutil.rmtree(self._display_dir, ignore_errors=True)
+
+
+def answer_meta(answer: Answer, asked: Rewrite) -> dict:
+    """What the UI needs to show an answer again after a reload: sources, images, flags."""
+    return {
+        "searched": asked.search if asked.rewritten else "",
+        "reason": asked.reason,
+        "mode": answer.mode,
+        "grounded": answer.grounded,
+        "unsupported": list(answer.unsupported),
+        "sources": [asdict(s) for s in answer.sources],
+        "images": [asdict(i) for i in answer.images],
+        "seconds": {k: round(v, 3) for k, v in answer.seconds.items()},
+    }
+

@@ -1,0 +1,90 @@
+"""Knowledge bases as folders under one root: list, create, find and delete them by name.
+
+The root is the parent of the configured store (by default PROJECT_ROOT/"indexes"), and the configured
+store is the default knowledge base. Other knowledge bases are sibling folders holding a catalog. Names
+are plain words (letters, digits, '-' and '_'), so a name can never point outside the root.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+from rag.store import CATALOG_FILE
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+MARKER = ".loupe-kb"  # written by create(), so a new knowledge base is listed before its catalog exists
+NAME_RULE = "1-48 characters: letters, digits, '-' and '_', starting with a letter or digit"
+
+
+class LibraryError(ValueError):
+    """A knowledge-base name or operation the library refuses; the message says why."""
+
+
+class Library:
+    def __init__(self, root: Path, default: str = "default", default_folder: Path | None = None) -> None:
+        self.root = Path(root).expanduser().resolve()
+        self.default = default
+        self._default_folder = Path(default_folder).expanduser().resolve() if default_folder else self.root / default
+
+    @classmethod
+    def for_store(cls, store: Path) -> Library:
+        """The library whose default knowledge base is `store` (its folder name is the default's name)."""
+        store = Path(store).expanduser().resolve()
+        return cls(store.parent, store.name, store)
+
+    def names(self) -> list[str]:
+        """The default first, then every other folder under the root that holds a catalog, sorted."""
+        others = []
+        if self.root.is_dir():
+            others = sorted(p.name for p in self.root.iterdir()
+                            if p.is_dir() and p.name != self.default and NAME_PATTERN.match(p.name)
+                            and _is_knowledge_base(p))
+        return [self.default, *others]
+
+    def exists(self, name: str) -> bool:
+        try:
+            return name in self.names()
+        except LibraryError:
+            return False
+
+    def path(self, name: str) -> Path:
+        """The folder of knowledge base `name`; raises LibraryError for a name that is not allowed."""
+        if name == self.default:
+            return self._default_folder
+        check_name(name)
+        folder = (self.root / name).resolve()
+        if folder.parent != self.root:  # belt and braces: the pattern already rules this out
+            raise LibraryError(f"knowledge base name {name!r} points outside {self.root}")
+        return folder
+
+    def create(self, name: str) -> Path:
+        """Make a new, empty knowledge-base folder; the catalog appears when the store first opens it."""
+        folder = self.path(name)
+        if name == self.default or _is_knowledge_base(folder):
+            raise LibraryError(f"a knowledge base named {name!r} already exists")
+        if folder.exists() and any(folder.iterdir()):
+            raise LibraryError(f"{folder} exists and is not an empty knowledge base; choose another name")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / MARKER).touch()
+        return folder
+
+    def delete(self, name: str) -> None:
+        """Remove a knowledge base and every file in it. The default one is kept (it is the configured store)."""
+        if name == self.default:
+            raise LibraryError(f"{name!r} is the default knowledge base (the --store folder); it cannot be deleted")
+        folder = self.path(name)
+        if not _is_knowledge_base(folder):
+            raise LibraryError(f"no knowledge base named {name!r}")
+        shutil.rmtree(folder)
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise LibraryError(f"invalid knowledge base name {name!r}: use {NAME_RULE}")
+    return name
+
+
+def _is_knowledge_base(folder: Path) -> bool:
+    return (folder / CATALOG_FILE).exists() or (folder / MARKER).exists()
