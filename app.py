@@ -17,8 +17,8 @@ from rag.components import Models, configure_hub  # noqa: E402
 from rag.settings import ANSWER_MODES, Settings, SettingsError  # noqa: E402
 
 # huggingface_hub reads HF_HUB_OFFLINE once, when gradio first imports it: decide before that, or a
-# missing CLIP download retries for ~45 s on a machine without internet (configure_hub ignores its argument).
-configure_hub(Settings())
+# missing CLIP download retries for ~45 s on a machine without internet.
+configure_hub()
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
@@ -329,7 +329,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
 # --- start ------------------------------------------------------------------------------------------
 def create_app(settings: Settings, models: Models | None = None) -> tuple[gr.Blocks, LoupeService]:
     if models is None:
-        configure_hub(settings)
+        configure_hub()
         models = Models.load(settings)
     service = LoupeService(settings, models)
     demo = build_ui(service)

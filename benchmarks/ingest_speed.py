@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--notes", type=int, default=200)
     args = parser.parse_args()
     settings = Settings.load({"ocr": False})
-    configure_hub(settings)
+    configure_hub()
     models = Models.load(settings, with_images=False)
     device = models.text_embedder.device
     with tempfile.TemporaryDirectory() as tmp:

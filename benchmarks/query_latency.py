@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=10)
     args = parser.parse_args()
     settings = Settings.load({"ocr": False})
-    configure_hub(settings)
+    configure_hub()
     models = Models.load(settings, with_images=False)
     corpus = read_jsonl(args.beir / "corpus.jsonl")[: args.paragraphs]
     kept = {doc["_id"] for doc in corpus}

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from rag.components import configure_hub
 
-    configure_hub(settings)
+    configure_hub()
     try:
         return COMMANDS[args.command](args, settings)
     except Exception as error:  # one clear line, not a traceback, for problems the user can act on
@@ -123,6 +123,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(answer.to_json(), indent=2))
         return 0
     print()
+    for sentence in answer.unsupported:  # sentences the grounding check found in no passage
+        print(f'⚠ not supported by the sources: "{sentence}"')
     for source in answer.sources:
         mark = "*" if source.cited else " "
         snippet = source.text[:160].replace("\n", " ")

@@ -17,7 +17,7 @@ from rag.store import KnowledgeBase
 from rag.text_embedder import TextEmbedder
 
 
-def configure_hub(settings: Settings) -> None:
+def configure_hub() -> None:
     """Go offline up front when the hub can't be reached: huggingface_hub would otherwise retry for ~45 s
     before a missing CLIP download fails. huggingface_hub reads HF_HUB_OFFLINE once, when imported, so this
     must run before anything imports it: gradio, transformers, sentence-transformers, open_clip."""
