@@ -28,7 +28,6 @@ import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
 import traceback  # noqa: E402
-from dataclasses import fields  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
@@ -370,8 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host is None and os.environ.get("SPACE_ID") and not os.environ.get("LOUPE_HOST"):
         args.host = "0.0.0.0"  # a Hugging Face Space reaches the app from outside its container
     try:
-        names = {f.name for f in fields(Settings)}
-        settings = Settings.load({k: v for k, v in vars(args).items() if k in names})
+        settings = Settings.from_args(args)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,7 +10,6 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from pathlib import Path
 
 from rag.settings import ANSWER_MODES, RETRIEVAL_MODES, Settings, SettingsError
@@ -61,9 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        # Flags named like a Settings field are settings; the rest (paths, question, --json) are the command's.
-        names = {f.name for f in fields(Settings)}
-        settings = Settings.load({k: v for k, v in vars(args).items() if k in names})
+        settings = Settings.from_args(args)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -86,6 +86,13 @@ class Settings:
                 values[name] = _convert(name, _field_type(cls, name), value)
         return cls(**values)
 
+    @classmethod
+    def from_args(cls, args: Any) -> Settings:
+        """Settings from parsed command-line flags: those named like a field are settings; the rest
+        (paths, a question, --json) belong to the command."""
+        names = {f.name for f in fields(cls)}
+        return cls.load({k: v for k, v in vars(args).items() if k in names})
+
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 

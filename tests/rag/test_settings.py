@@ -29,3 +29,11 @@ def test_bad_values_name_the_setting(env, value, message):
 def test_unknown_flag_is_an_error():
     with pytest.raises(SettingsError, match="unknown setting"):
         Settings.load({"colour": "blue"}, environ={})
+
+
+def test_from_args_takes_only_flags_named_like_settings():
+    import argparse
+
+    args = argparse.Namespace(top_k=9, question="why?", json=True, store=None)
+    settings = Settings.from_args(args)
+    assert settings.top_k == 9 and not hasattr(settings, "question")
