@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 from rag.generator import Generator
 from rag.grounding import check_answer, cite
+from rag.lexical_index import bm25_scores
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
-from rag.retrieval import ImageHit, Passage, Retriever
+from rag.retrieval import ImageHit, Passage, Retriever, fuse
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 
@@ -25,13 +24,24 @@ from rag.store import KnowledgeBase
 MIN_PASSAGE_SIMILARITY = 0.25
 # An extractive sentence must be at least this similar to the question, and near the best one.
 MIN_SENTENCE_SIMILARITY = 0.3
-SENTENCE_MARGIN = 0.12
+SENTENCE_MARGIN = 1.0  # in fused z-score units: about one standard deviation of each method
 MAX_EXTRACTED_SENTENCES = 3
+# The generator sees the best sentences of the passages, not the whole passages (docs/EVALUATION.md).
+CONTEXT_SENTENCES = 5
 MAX_IMAGES = 6
 # CLIP text-image cosine similarities sit low (about 0.2-0.35 for a match with ViT-B-32).
 MIN_IMAGE_SIMILARITY = 0.25
 _CITATION = re.compile(r"\[(\d+)\]")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class RankedSentence:
+    passage: int  # 1-based number of the passage it comes from
+    text: str
+    position: int  # order in the passages, for putting chosen sentences back in reading order
+    score: float  # fused z-score
+    cosine: float
 
 
 @dataclass
@@ -113,13 +123,12 @@ class Assistant:
             answer.text = self._extract(question, passages)
             yield answer.text
         else:
-            pieces = []
-            for piece in self._generator().stream(build_messages(question, passages), self.settings.max_new_tokens):
-                pieces.append(piece)
-                yield piece
-            checks = check_answer("".join(pieces), [p.chunk.text for p in passages])
-            answer.text = cite(checks)
-            answer.unsupported = [c.text for c in checks if not c.supported]
+            ranked = self._rank_sentences(question, passages)
+            if not ranked:
+                answer.text = NOT_IN_DOCUMENTS
+                yield answer.text
+            else:
+                yield from self._generate(question, passages, ranked, answer)
         if NOT_IN_DOCUMENTS.rstrip(".").lower() in answer.text.lower():
             answer.grounded = False
         answer.seconds["generate"] = time.perf_counter() - start
@@ -128,20 +137,53 @@ class Assistant:
             answer.images = self._images(question, answer.sources)
         yield answer
 
+    def _generate(self, question: str, passages: list[Passage], ranked: list[RankedSentence],
+                  answer: Answer) -> Iterator[str]:
+        """Generate from the best sentences, then check each answer sentence against the whole passages."""
+        chosen = sorted(ranked[:CONTEXT_SENTENCES], key=lambda r: r.position)
+        pieces = []
+        for piece in self._generator().stream(build_messages(question, passages, [r.text for r in chosen]),
+                                              self.settings.max_new_tokens):
+            pieces.append(piece)
+            yield piece
+        checks = check_answer("".join(pieces), [p.chunk.text for p in passages])
+        answer.unsupported = [c.text for c in checks if not c.supported]
+        if checks and not any(c.supported for c in checks):
+            # nothing the model said is in the passages: an invented answer; say so instead
+            answer.text = NOT_IN_DOCUMENTS
+        else:
+            answer.text = cite(checks)
+
     def _extract(self, question: str, passages: list[Passage]) -> str:
-        """The sentences most similar to the question, each with its citation, in the order found."""
-        candidates = [(n, sentence) for n, p in enumerate(passages, start=1)
+        """The best sentences for the question, each with its citation, in the order found."""
+        ranked = self._rank_sentences(question, passages)
+        if not ranked:
+            return NOT_IN_DOCUMENTS
+        best = ranked[0].score
+        chosen = [r for r in ranked[:MAX_EXTRACTED_SENTENCES]
+                  if r.score >= best - SENTENCE_MARGIN and r.cosine >= MIN_SENTENCE_SIMILARITY]
+        return " ".join(f"{r.text} [{r.passage}]" for r in sorted(chosen, key=lambda r: r.position))
+
+    def _rank_sentences(self, question: str, passages: list[Passage]) -> list[RankedSentence]:
+        """The passages' sentences, best first; empty when none is similar enough to the question.
+
+        Sentences are ranked as retrieval ranks chunks: the z-scores of their cosine similarity and of their
+        BM25 score (the words they share with the question, rare words counting most) added. Either one
+        alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
+        """
+        candidates = [(n, sentence.strip()) for n, p in enumerate(passages, start=1)
                       for sentence in _SENTENCE.split(p.chunk.text) if sentence.strip()]
         if not candidates:
-            return NOT_IN_DOCUMENTS
-        embedder = self.retriever.text_embedder
-        vectors = embedder.embed([question] + [s for _, s in candidates], self.settings.embed_batch_size)
-        scores = vectors[1:] @ vectors[0]
-        best = float(scores.max())
-        if best < MIN_SENTENCE_SIMILARITY:
-            return NOT_IN_DOCUMENTS
-        chosen = [i for i in np.argsort(-scores)[:MAX_EXTRACTED_SENTENCES] if scores[i] >= best - SENTENCE_MARGIN]
-        return " ".join(f"{candidates[i][1].strip()} [{candidates[i][0]}]" for i in sorted(chosen))
+            return []
+        sentences = [s for _, s in candidates]
+        vectors = self.retriever.text_embedder.embed([question] + sentences, self.settings.embed_batch_size)
+        cosines = vectors[1:] @ vectors[0]
+        if float(cosines.max()) < MIN_SENTENCE_SIMILARITY:
+            return []
+        lexical = bm25_scores(question, sentences)
+        fused = fuse([dict(enumerate(cosines.tolist())), {i: float(v) for i, v in enumerate(lexical) if v > 0}],
+                     pool_size=len(sentences))
+        return [RankedSentence(candidates[i][0], candidates[i][1], i, score, float(cosines[i])) for i, score in fused]
 
     def _images(self, question: str, sources: list[Source]) -> list[AnswerImage]:
         """Images on the cited pages first, then CLIP's text-to-image matches."""

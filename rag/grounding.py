@@ -1,13 +1,16 @@
 """Check each answer sentence against the passages: cite the one that supports it, flag the ones none does.
 
 Support is lexical, so it can be explained to a user: the share of the sentence's content words found in
-the passage, and every number in the sentence must appear there too (small models invent figures).
+the passage, and every number in the sentence must appear there too (small models invent figures). Words
+match by their Snowball stem ("logged" is supported by "logs"); numbers must match exactly.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from rag import lexical_index
 
 MIN_SUPPORT = 0.6
 _WORD = re.compile(r"[^\W_]+(?:[.,'][^\W_]+)*", re.UNICODE)
@@ -21,7 +24,7 @@ done have has had having it its this that these those there here he she they the
 i me my mine not no nor so than too very can could will would shall should may might must about into over under
 again further once what which who whom whose when where why how all any both each few more most other some such
 only own same just also up down out off above below between through during before after while because until
-answer question context passage passages document documents according based text
+answer question context passage passages document documents according based text yes
 """.split())
 
 
@@ -41,15 +44,23 @@ def split_answer(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
 
 
+def _stems(words: list[str]) -> list[str]:
+    stemmer = lexical_index.stemmer()
+    if stemmer is None:
+        return words
+    return [w if _NUMBER.search(w) else stem for w, stem in zip(words, stemmer.stemWords(words))]
+
+
 def check_sentence(sentence: str, passages: list[str]) -> SentenceSupport:
     words = content_words(_CITATION.sub("", sentence))
     if not words:
         return SentenceSupport(sentence, None, 1.0, True)  # nothing claimed ("Yes.", "See below.")
+    stems = _stems(words)
     best, best_score = None, -1.0
     for number, passage in enumerate(passages, start=1):
-        vocabulary = set(content_words(passage))
-        found = sum(w in vocabulary for w in words) / len(words)
-        numbers_ok = all(w in vocabulary for w in words if _NUMBER.search(w))
+        vocabulary = set(_stems(content_words(passage)))
+        found = sum(w in vocabulary for w in stems) / len(stems)
+        numbers_ok = all(w in vocabulary for w in stems if _NUMBER.search(w))
         score = found if numbers_ok else min(found, MIN_SUPPORT - 0.01)
         if score > best_score:
             best, best_score = number, score
