@@ -24,6 +24,7 @@ from ingest.parsed import IngestError, PageImage, ParsedFile, TextBlock
 from ingest.paths import expand_paths
 from ingest.readers import SUPPORTED_SUFFIXES, read_file
 from rag.image_embedder import ImageEmbedder
+from rag.lexical_index import LexicalIndex
 from rag.records import NewChunk
 from rag.settings import Settings
 from rag.store import KnowledgeBase, Writer
@@ -165,6 +166,8 @@ class Ingestor:
             self.embed_waiting_images(report.seconds)
         start = time.perf_counter()
         self.kb.flush()
+        if report.totals()["files"]:
+            LexicalIndex.for_store(self.kb).refresh()  # rebuild BM25 now, not on the first question after
         report.seconds["index"] += time.perf_counter() - start
         report.images_waiting = len(self.kb.images_waiting())
         return report
