@@ -1,10 +1,10 @@
 """Ingest speed and memory: seconds per page and per chunk, stage split, and peak memory on big PDFs.
 
-Baselines in the same run: the same PDF embedded one chunk at a time (batch size 1, what a naive loop
-does); peak memory for a PDF five times larger (it should stay flat: pages stream through); and a folder
+Baselines in the same run: the same PDF embedded with other batch sizes (1 is what a naive loop does);
+peak memory for a PDF five times larger (it should stay flat: pages stream through); and a folder
 of short notes ingested in one call (their chunks share model calls) against one call per file.
 
-    .venv/bin/python -m benchmarks.ingest_speed [--pages 200] [--big-pages 1000] [--notes 200]
+    .venv/bin/python -m benchmarks.ingest_speed [--pages 200] [--big-pages 1000] [--notes 200] [--batch-sizes 1,16,64]
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=200)
     parser.add_argument("--big-pages", type=int, default=1000)
     parser.add_argument("--notes", type=int, default=200)
+    parser.add_argument("--batch-sizes", default="1,16,64", help="embedding batch sizes to compare")
     args = parser.parse_args()
     settings = Settings.load({"ocr": False})
     configure_hub()
@@ -74,26 +75,29 @@ def main() -> None:
         pdf = make_pdf(tmp / "doc.pdf", args.pages)
         big = make_pdf(tmp / "big.pdf", args.big_pages, seed=1)
         ingest_once(models, make_pdf(tmp / "warm.pdf", 3, seed=2), tmp / "warm", 64)  # warm the model up
-        batched = ingest_once(models, pdf, tmp / "a", settings.embed_batch_size)
-        single = ingest_once(models, pdf, tmp / "b", 1)
-        large = ingest_once(models, big, tmp / "c", settings.embed_batch_size)
+        sizes = [int(size) for size in args.batch_sizes.split(",")]
+        by_size = {size: ingest_once(models, pdf, tmp / f"batch-{size}", size) for size in sizes}
+        default = settings.embed_batch_size or models.text_embedder.batch_size
+        large = ingest_once(models, big, tmp / "c", default)
         notes = notes_folder(tmp / "notes", args.notes)
         notes_together = ingest_notes(models, notes, tmp / "d", together=True)
         notes_apart = ingest_notes(models, notes, tmp / "e", together=False)
     print(f"device: {device}, cores: {os.cpu_count()}")
     print("| run | pages | chunks | total s | ms/page | ms/chunk | parse s | embed s | index s | peak RSS growth MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, row in ((f"Loupe (batch {settings.embed_batch_size})", batched), ("baseline: batch 1", single),
-                      (f"Loupe, {args.big_pages}-page PDF", large)):
+    rows = [(f"batch {size}" + (" (Loupe's default)" if size == default else ""), row) for size, row in by_size.items()]
+    for name, row in rows + [(f"{args.big_pages}-page PDF, batch {default}", large)]:
         stages = row["stages"]
         print(f"| {name} | {row['pages']} | {row['chunks']} | {row['seconds']:.1f} | {row['per_page_ms']:.0f} | "
               f"{row['per_chunk_ms']:.1f} | {stages.get('parse', 0):.1f} | {stages.get('embed', 0):.1f} | "
               f"{stages.get('index', 0):.2f} | {row['rss_growth_mb']:.0f} |")
-    print(f"\nspeed-up of batching over batch 1: {single['seconds'] / batched['seconds']:.2f}x")
+    fastest = min(by_size, key=lambda size: by_size[size]["seconds"])
+    print(f"\nfastest batch size: {fastest} ({by_size[sizes[0]]['seconds'] / by_size[fastest]['seconds']:.2f}x "
+          f"batch {sizes[0]})")
     print(f"{args.notes} short notes: {notes_together:.1f}s in one ingest (shared model calls) vs "
           f"{notes_apart:.1f}s file by file: {notes_apart / notes_together:.2f}x")
     print(f"memory: {args.big_pages} pages grew RSS by {large['rss_growth_mb']:.0f} MB vs "
-          f"{batched['rss_growth_mb']:.0f} MB for {args.pages} pages")
+          f"{by_size[default]['rss_growth_mb']:.0f} MB for {args.pages} pages" if default in by_size else "")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ class Retriever:
     def search(self, query: str, k: int, mode: str | None = None) -> list[Passage]:
         return self.search_many([query], k, mode)[0]
 
-    def search_many(self, queries: Sequence[str], k: int, mode: str | None = None, batch_size: int = 64,
+    def search_many(self, queries: Sequence[str], k: int, mode: str | None = None, batch_size: int = 0,
                     with_dense_scores: bool = True) -> list[list[Passage]]:
         """The best k passages for each query, best first; queries are embedded in batches.
 

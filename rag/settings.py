@@ -41,7 +41,8 @@ class Settings:
     chunk_overlap: int = field(default=40, metadata=_env("LOUPE_CHUNK_OVERLAP"))
     max_file_mb: float = field(default=200.0, metadata=_env("LOUPE_MAX_FILE_MB"))
     ocr: bool = field(default=True, metadata=_env("LOUPE_OCR"))
-    embed_batch_size: int = field(default=64, metadata=_env("LOUPE_EMBED_BATCH"))
+    # 0 picks by device: 16 on the CPU (fastest and ~100 MB, docs/BENCHMARKS.md), 128 on a GPU.
+    embed_batch_size: int = field(default=0, metadata=_env("LOUPE_EMBED_BATCH"))
     # Answers.
     top_k: int = field(default=5, metadata=_env("LOUPE_TOP_K"))
     answer_mode: str = field(default="generate", metadata=_env("LOUPE_ANSWER_MODE"))
@@ -64,9 +65,11 @@ class Settings:
             raise SettingsError(f"device must be one of {DEVICES}, not {self.device!r}")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise SettingsError("chunk_overlap must be at least 0 and smaller than chunk_tokens")
-        for name in ("top_k", "chunk_tokens", "max_new_tokens", "embed_batch_size", "max_upload_files"):
+        for name in ("top_k", "chunk_tokens", "max_new_tokens", "max_upload_files"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
+        if self.embed_batch_size < 0:
+            raise SettingsError("embed_batch_size must be 0 (by device) or more")
         if self.max_file_mb <= 0 or self.max_upload_mb <= 0:
             raise SettingsError("size limits must be positive")
         if self.auth and ":" not in self.auth:

@@ -36,16 +36,19 @@ class TextEmbedder:
         self.tokenizer = self.model.tokenizer
         # The model truncates past this; chunks must fit in it (less the [CLS]/[SEP] tokens).
         self.max_tokens = int(self.model.max_seq_length) - 2
+        # Measured on 2 CPU cores: 16 is fastest and keeps activations ~100 MB; a GPU wants bigger batches.
+        self.batch_size = 128 if device.startswith("cuda") else 16
 
     @property
     def dim(self) -> int:
         return self.model_id.dim
 
-    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, so inner product is cosine similarity."""
+    def embed(self, texts: Sequence[str], batch_size: int = 0) -> np.ndarray:
+        """Unit-length float32 vectors, one row per text, so inner product is cosine similarity.
+        batch_size 0 means the device's default."""
         if len(texts) == 0:
             return np.zeros((0, self.dim), np.float32)
-        vectors = self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+        vectors = self.model.encode(list(texts), batch_size=batch_size or self.batch_size, normalize_embeddings=True,
                                     convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 

@@ -138,7 +138,7 @@ def _read_ids(path: Path) -> tuple[dict[int, list[str]], dict[str, str]]:
 
 # --- retrieval -------------------------------------------------------------------------------------
 def evaluate_retrieval(retriever, beir: BeirSet, store: PreparedStore, mode: str, k: int = 10,
-                       recall_at: Sequence[int] = RECALL_AT, batch_size: int = 64,
+                       recall_at: Sequence[int] = RECALL_AT, batch_size: int = 0,
                        progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
     """Rank the corpus for every judged query; a document ranks where its best chunk does."""
     depth = max(max(recall_at), k)
