@@ -172,10 +172,6 @@ class Ingestor:
         report.images_waiting = len(self.kb.images_waiting())
         return report
 
-    def ingest_file(self, path: Path, name: str | None = None) -> FileOutcome:
-        report = self.ingest([path], names={Path(path).resolve(): name} if name else None)
-        return report.outcomes[0]
-
     @staticmethod
     def _guarded(path: Path, name: str, step: Callable[..., _Prepared | FileOutcome],
                  *args: object) -> _Prepared | FileOutcome:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from rag.generator import Generator
 from rag.grounding import check_answer, cite
@@ -88,9 +88,6 @@ class Answer:
             "unsupported": self.unsupported,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class Assistant:

@@ -111,9 +111,6 @@ class Catalog:
         )
         return int(cursor.lastrowid)
 
-    def set_page_count(self, document_id: int, pages: int) -> None:
-        self.conn.execute("UPDATE documents SET page_count = ? WHERE id = ?", (pages, document_id))
-
     def delete_document(self, document_id: int) -> tuple[list[int], list[int]]:
         """Delete a document; return the ids of its chunks and images (for the vector indexes)."""
         chunk_ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]

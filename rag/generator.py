@@ -107,9 +107,6 @@ class Generator:
         if failure:
             raise failure[0]
 
-    def generate(self, messages: list[Message], max_new_tokens: int = 200) -> str:
-        return "".join(self.stream(messages, max_new_tokens))
-
     def _encode(self, messages: list[Message]) -> dict:
         if self.tokenizer.chat_template:
             text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -92,10 +92,6 @@ class KnowledgeBase:
                 f"cannot be mixed: set the {role} model back to '{name}', or use another --store folder."
             )
 
-    def recorded_image_model(self) -> str | None:
-        with self._lock:
-            return self._reader.get_meta("image_model")
-
     # --- index maintenance --------------------------------------------------------------------
     @property
     def generation(self) -> int:
@@ -298,9 +294,6 @@ class Writer:
 
     def add_document(self, path: str, name: str, kind: str, sha256: str, size_bytes: int, pages: int) -> int:
         return self._catalog.add_document(path, name, kind, sha256, size_bytes, pages)
-
-    def set_page_count(self, document_id: int, pages: int) -> None:
-        self._catalog.set_page_count(document_id, pages)
 
     def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray) -> None:
         if len(chunks) == 0:

@@ -28,10 +28,6 @@ class VectorIndex:
     def size(self) -> int:
         return int(self._cpu.ntotal)
 
-    @property
-    def on_gpu(self) -> bool:
-        return self._use_gpu
-
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         if len(ids) == 0:
             return
