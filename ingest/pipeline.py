@@ -25,7 +25,7 @@ from ingest.paths import expand_paths
 from ingest.readers import SUPPORTED_SUFFIXES, read_file
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import LexicalIndex
-from rag.records import NewChunk
+from rag.records import NewChunk, indexed_text
 from rag.settings import Settings
 from rag.store import KnowledgeBase, Writer
 from rag.text_embedder import TextEmbedder
@@ -300,7 +300,7 @@ class Ingestor:
         yield batch, images[:]
 
     def _embed_texts(self, chunks: list[NewChunk]):
-        texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for c in chunks]  # the heading helps retrieval
+        texts = [indexed_text(c.heading, c.text) for c in chunks]
         return self.text_embedder.embed(texts, self.settings.embed_batch_size)
 
     def _store_images(self, writer: Writer, document_id: int, images: list[PageImage],

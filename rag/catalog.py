@@ -169,8 +169,9 @@ class Catalog:
         )
         return [ChunkRecord(*row) for row in rows]
 
-    def iter_chunk_texts(self) -> Iterator[tuple[int, str]]:
-        yield from self.conn.execute("SELECT id, text FROM chunks ORDER BY id")
+    def iter_chunk_texts(self) -> Iterator[tuple[int, str | None, str]]:
+        """(id, heading, text) of every chunk, in id order."""
+        yield from self.conn.execute("SELECT id, heading, text FROM chunks ORDER BY id")
 
     def iter_chunk_vectors(self, dim: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         yield from _iter_vectors(self.conn.execute("SELECT id, vector FROM chunks ORDER BY id"), dim, batch)

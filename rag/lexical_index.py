@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.records import indexed_text
 from rag.store import KnowledgeBase
 
 _local = threading.local()
@@ -50,7 +51,6 @@ _PREFIX = "bm25-"
 _FOLDER = re.compile(r"^bm25-(\d+)(?:\.tmp-.*)?$")
 _META = "loupe.json"
 _IDS = "chunk_ids.npy"
-_CHUNK_BATCH = 900  # ids per catalog query (SQLite caps the number of bound variables)
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -165,17 +165,8 @@ class LexicalIndex:
 
     def _chunk_texts(self) -> tuple[list[int], list[str]]:
         """Each chunk's heading and text: the same words the text embedder saw at ingest."""
-        ids = [chunk_id for chunk_id, _ in self.kb.chunk_texts()]
-        texts: list[str] = []
-        kept: list[int] = []
-        for first in range(0, len(ids), _CHUNK_BATCH):
-            records = self.kb.chunks(ids[first:first + _CHUNK_BATCH])
-            for chunk_id in ids[first:first + _CHUNK_BATCH]:
-                record = records.get(chunk_id)
-                if record is not None:  # deleted between the two reads; the generation check redoes it
-                    kept.append(chunk_id)
-                    texts.append(f"{record.heading}\n{record.text}" if record.heading else record.text)
-        return kept, texts
+        rows = self.kb.chunk_texts()
+        return [chunk_id for chunk_id, _, _ in rows], [indexed_text(heading, text) for _, heading, text in rows]
 
     def _save(self, loaded: _Loaded) -> None:
         target = self._path(loaded.generation)

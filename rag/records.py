@@ -36,6 +36,11 @@ class NewChunk:
     ocr: bool = False
 
 
+def indexed_text(heading: str | None, text: str) -> str:
+    """What the text embedder and BM25 see of a chunk: its heading helps both find it."""
+    return f"{heading}\n{text}" if heading else text
+
+
 @dataclass(frozen=True)
 class ChunkRecord:
     id: int

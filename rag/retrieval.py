@@ -23,7 +23,7 @@ import numpy as np
 
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import LexicalIndex
-from rag.records import ChunkRecord, ImageRecord
+from rag.records import ChunkRecord, ImageRecord, indexed_text
 from rag.store import KnowledgeBase
 from rag.text_embedder import TextEmbedder
 
@@ -111,7 +111,7 @@ class Retriever:
         missing = sorted({p.chunk.id: p.chunk for row in results for p in row if p.dense_score is None}.items())
         if not missing:
             return results
-        texts = [f"{c.heading}\n{c.text}" if c.heading else c.text for _, c in missing]
+        texts = [indexed_text(c.heading, c.text) for _, c in missing]
         chunk_vectors = dict(zip((i for i, _ in missing), self.text_embedder.embed(texts, batch_size)))
         return [[p if p.dense_score is not None else
                  Passage(p.chunk, p.score, float(chunk_vectors[p.chunk.id] @ vector)) for p in row]

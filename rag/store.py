@@ -195,7 +195,8 @@ class KnowledgeBase:
         with self._lock:
             return self._reader.chunks_of_document(document_id, first, last)
 
-    def chunk_texts(self) -> list[tuple[int, str]]:
+    def chunk_texts(self) -> list[tuple[int, str | None, str]]:
+        """(id, heading, text) of every chunk, read in one consistent snapshot."""
         with self._lock:
             return list(self._reader.iter_chunk_texts())
 
