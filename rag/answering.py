@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from rag.generator import Generator
-from rag.grounding import check_answer, cite
+from rag.grounding import check_answer, cite, split_sentences
 from rag.lexical_index import bm25_scores
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
-from rag.retrieval import ImageHit, Passage, Retriever, fuse
+from rag.records import ImageRecord
+from rag.retrieval import Passage, Retriever, fuse
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 
@@ -32,7 +33,6 @@ MAX_IMAGES = 6
 # CLIP text-image cosine similarities sit low (about 0.2-0.35 for a match with ViT-B-32).
 MIN_IMAGE_SIMILARITY = 0.25
 _CITATION = re.compile(r"\[(\d+)\]")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,8 @@ class Assistant:
         BM25 score (the words they share with the question, rare words counting most) added. Either one
         alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
         """
-        candidates = [(n, sentence.strip()) for n, p in enumerate(passages, start=1)
-                      for sentence in _SENTENCE.split(p.chunk.text) if sentence.strip()]
+        candidates = [(n, sentence) for n, p in enumerate(passages, start=1)
+                      for sentence in split_sentences(p.chunk.text)]
         if not candidates:
             return []
         sentences = [s for _, s in candidates]
@@ -188,16 +188,15 @@ class Assistant:
         images: dict[int, AnswerImage] = {}
         for source in [s for s in sources if s.cited] or sources[:1]:
             for image in kb.images_on_pages(source.document_id, [source.page]):
-                images.setdefault(image.id, AnswerImage(image.file, image.page, source.score,
-                                                        str(kb.image_path(image)), image.name))
+                images.setdefault(image.id, _answer_image(kb, image, source.score))
         for hit in self.retriever.search_images(question, MAX_IMAGES):
             if hit.score >= MIN_IMAGE_SIMILARITY:
-                images.setdefault(hit.image.id, _answer_image(kb, hit))
+                images.setdefault(hit.image.id, _answer_image(kb, hit.image, hit.score))
         return list(images.values())[:MAX_IMAGES]
 
 
-def _answer_image(kb: KnowledgeBase, hit: ImageHit) -> AnswerImage:
-    return AnswerImage(hit.image.file, hit.image.page, hit.score, str(kb.image_path(hit.image)), hit.image.name)
+def _answer_image(kb: KnowledgeBase, image: ImageRecord, score: float) -> AnswerImage:
+    return AnswerImage(image.file, image.page, score, str(kb.image_path(image)), image.name)
 
 
 def _sources(passages: list[Passage]) -> list[Source]:

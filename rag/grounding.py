@@ -40,7 +40,7 @@ def content_words(text: str) -> list[str]:
     return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOPWORDS]
 
 
-def split_answer(text: str) -> list[str]:
+def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text.strip()) if s.strip()]
 
 
@@ -68,7 +68,7 @@ def check_sentence(sentence: str, passages: list[str]) -> SentenceSupport:
 
 
 def check_answer(text: str, passages: list[str]) -> list[SentenceSupport]:
-    return [check_sentence(s, passages) for s in split_answer(text)]
+    return [check_sentence(s, passages) for s in split_sentences(text)]
 
 
 def cite(checks: list[SentenceSupport]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rag.evaluation.beir import BeirSet, Document
 from rag.evaluation.metrics import contains_answer, ranking_metrics
-from rag.grounding import split_answer
+from rag.grounding import split_sentences
 from rag.lexical_index import LexicalIndex
 from rag.settings import Settings
 from rag.store import KnowledgeBase
@@ -196,7 +196,7 @@ def evaluate_answers(assistant, beir: BeirSet, sample: AnswerSample, answer_mode
         text = _CITATION.sub("", answer.text)
         record = {"id": query_id, "question": question, "golds": golds, "answer": answer.text,
                   "grounded": answer.grounded, "unsupported": answer.unsupported}
-        sentences = len(split_answer(text)) if answer.grounded else 0
+        sentences = len(split_sentences(text)) if answer.grounded else 0
         counts["sentences"] += sentences
         counts["unsupported_sentences"] += len(answer.unsupported) if answer.grounded else 0
         if answerable:

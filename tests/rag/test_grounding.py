@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ingest.pipeline import Ingestor
 from rag.cli import main
-from rag.grounding import check_answer, check_sentence, cite, split_answer
+from rag.grounding import check_answer, check_sentence, cite, split_sentences
 from tests.conftest import TEST_CACHE
 
 PASSAGES = [
@@ -44,7 +44,7 @@ def test_cite_adds_the_supporting_passage_once():
     checks = check_answer("The museum opens at nine. Tickets cost 40 euros. Ships were logged [2].", PASSAGES)
     assert [c.supported for c in checks] == [True, False, True]
     assert cite(checks) == "The museum opens at nine. [1] Tickets cost 40 euros. Ships were logged [2]."
-    assert split_answer("  One.  Two?\nThree!  ") == ["One.", "Two?", "Three!"]
+    assert split_sentences("  One.  Two?\nThree!  ") == ["One.", "Two?", "Three!"]
 
 
 def test_cli_ask_shows_the_unsupported_flag(models, tmp_path, monkeypatch, capsys, tiny_clip_dir, tiny_generator_dir):
