@@ -19,7 +19,7 @@ from pathlib import Path
 from ingest.ocr import OcrEngine
 from ingest.pipeline import Ingestor
 from ingest.readers import SUPPORTED_SUFFIXES
-from rag.answering import Answer, Assistant
+from rag.answering import Answer, Assistant, final_answer
 from rag.components import Models
 from rag.conversations import Conversations
 from rag.followups import Rewrite, rewrite
@@ -327,12 +327,7 @@ class LoupeService:
             yield event
 
     def ask(self, kb: str | None, question: str, k: int | None = None, mode: str | None = None) -> Answer:
-        answer = None
-        for event in self.chat(kb, question, k, mode):
-            if isinstance(event, Answer):
-                answer = event
-        assert answer is not None
-        return answer
+        return final_answer(self.chat(kb, question, k, mode))
 
     def _check_options(self, k: int | None, mode: str | None) -> tuple[int, str]:
         k = int(k) if k else self.settings.top_k

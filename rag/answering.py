@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from rag.generator import Generator
@@ -97,12 +97,7 @@ class Assistant:
         self._generator = generator  # loaded on first use: extractive answers never need it
 
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
-        answer = None
-        for event in self.stream(question, k, mode):
-            if isinstance(event, Answer):
-                answer = event
-        assert answer is not None
-        return answer
+        return final_answer(self.stream(question, k, mode))
 
     def stream(self, question: str, k: int | None = None, mode: str | None = None) -> Iterator[str | Answer]:
         """Yield pieces of answer text as they come, then the finished Answer."""
@@ -193,6 +188,17 @@ class Assistant:
             if hit.score >= MIN_IMAGE_SIMILARITY:
                 images.setdefault(hit.image.id, _answer_image(kb, hit.image, hit.score))
         return list(images.values())[:MAX_IMAGES]
+
+
+def final_answer(events: Iterable[object]) -> Answer:
+    """The Answer at the end of a stream of events (text pieces, and whatever else a caller adds)."""
+    answer = None
+    for event in events:
+        if isinstance(event, Answer):
+            answer = event
+    if answer is None:
+        raise RuntimeError("the answer stream ended without an Answer")
+    return answer
 
 
 def _answer_image(kb: KnowledgeBase, image: ImageRecord, score: float) -> AnswerImage:
