@@ -22,6 +22,7 @@ from ingest.readers import SUPPORTED_SUFFIXES
 from rag.answering import Answer, Assistant, final_answer
 from rag.components import Models
 from rag.conversations import Conversations
+from rag.errors import LoupeError
 from rag.followups import Rewrite, rewrite
 from rag.library import Library
 from rag.records import ChunkRecord, DocumentInfo
@@ -35,7 +36,7 @@ MAX_K = 20
 _MB = 1024 * 1024
 
 
-class ServiceError(ValueError):
+class ServiceError(LoupeError):
     """Something the user asked for that Loupe refuses; the message says why and what to do."""
 
 

@@ -20,6 +20,27 @@ class IngestError(Exception):
 
 
 @dataclass(frozen=True)
+class ReadLimits:
+    """Bounds on what one untrusted file may cost to read (from Settings; see `from_settings`)."""
+
+    max_file_bytes: int = 200 * 2**20
+    max_image_pixels: int = 64_000_000
+    max_page_image_bytes: int = 512 * 2**20  # decoded pixels of one page's images together
+    max_file_image_bytes: int = 4096 * 2**20  # decoded pixels of all of a file's images together
+    max_unzipped_bytes: int = 512 * 2**20  # a DOCX's parts together, uncompressed
+    max_zip_ratio: int = 200  # uncompressed / compressed size of any one part
+    parse_timeout_s: float = 120.0
+    parse_memory_bytes: int = 1536 * 2**20  # on top of the parse worker's own footprint
+
+    @classmethod
+    def from_settings(cls, settings) -> ReadLimits:
+        mb = 2**20
+        return cls(settings.max_file_bytes, int(settings.max_image_megapixels * 1_000_000),
+                   settings.max_page_image_mb * mb, settings.max_file_image_mb * mb, settings.max_unzipped_mb * mb,
+                   settings.max_zip_ratio, settings.parse_timeout_s, settings.parse_memory_mb * mb)
+
+
+@dataclass(frozen=True)
 class TextBlock:
     """A run of text (a paragraph, a page's text) on one 1-based physical page."""
 

@@ -11,15 +11,24 @@ import re
 import shutil
 from pathlib import Path
 
+from rag.errors import Conflict, LoupeError, NotFound
 from rag.store import CATALOG_FILE
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,47}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")  # used with fullmatch: "$" accepts "\n"
 MARKER = ".loupe-kb"  # written by create(), so a new knowledge base is listed before its catalog exists
 NAME_RULE = "1-48 characters: letters, digits, '-' and '_', starting with a letter or digit"
 
 
-class LibraryError(ValueError):
+class LibraryError(LoupeError):
     """A knowledge-base name or operation the library refuses; the message says why."""
+
+
+class KnowledgeBaseNotFound(LibraryError, NotFound):
+    pass
+
+
+class KnowledgeBaseExists(LibraryError, Conflict):
+    pass
 
 
 class Library:
@@ -39,7 +48,7 @@ class Library:
         others = []
         if self.root.is_dir():
             others = sorted(p.name for p in self.root.iterdir()
-                            if p.is_dir() and p.name != self.default and NAME_PATTERN.match(p.name)
+                            if p.is_dir() and p.name != self.default and NAME_PATTERN.fullmatch(p.name)
                             and _is_knowledge_base(p))
         return [self.default, *others]
 
@@ -63,7 +72,7 @@ class Library:
         """Make a new, empty knowledge-base folder; the catalog appears when the store first opens it."""
         folder = self.path(name)
         if name == self.default or _is_knowledge_base(folder):
-            raise LibraryError(f"a knowledge base named {name!r} already exists")
+            raise KnowledgeBaseExists(f"a knowledge base named {name!r} already exists")
         if folder.exists() and any(folder.iterdir()):
             raise LibraryError(f"{folder} exists and is not an empty knowledge base; choose another name")
         folder.mkdir(parents=True, exist_ok=True)
@@ -76,12 +85,12 @@ class Library:
             raise LibraryError(f"{name!r} is the default knowledge base (the --store folder); it cannot be deleted")
         folder = self.path(name)
         if not _is_knowledge_base(folder):
-            raise LibraryError(f"no knowledge base named {name!r}")
+            raise KnowledgeBaseNotFound(f"no knowledge base named {name!r}")
         shutil.rmtree(folder)
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise LibraryError(f"invalid knowledge base name {name!r}: use {NAME_RULE}")
     return name
 

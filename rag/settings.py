@@ -6,6 +6,7 @@ It is built once at an entry point (CLI, app, tests) and passed down; nothing el
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -41,6 +42,16 @@ class Settings:
     chunk_overlap: int = field(default=40, metadata=_env("LOUPE_CHUNK_OVERLAP"))
     max_file_mb: float = field(default=200.0, metadata=_env("LOUPE_MAX_FILE_MB"))
     ocr: bool = field(default=True, metadata=_env("LOUPE_OCR"))
+    # Untrusted files are parsed in a worker process with these bounds (ingest.parse_worker): a file that takes
+    # longer, or needs more memory on top of the worker's own, fails alone with a message that says so.
+    parse_timeout_s: float = field(default=120.0, metadata=_env("LOUPE_PARSE_TIMEOUT_S"))
+    parse_memory_mb: int = field(default=1536, metadata=_env("LOUPE_PARSE_MEMORY_MB"))
+    # Decompression limits: a small file must not decode to gigabytes.
+    max_image_megapixels: float = field(default=64.0, metadata=_env("LOUPE_MAX_IMAGE_MEGAPIXELS"))
+    max_page_image_mb: int = field(default=512, metadata=_env("LOUPE_MAX_PAGE_IMAGE_MB"))  # decoded, one page
+    max_file_image_mb: int = field(default=4096, metadata=_env("LOUPE_MAX_FILE_IMAGE_MB"))  # decoded, whole file
+    max_unzipped_mb: int = field(default=512, metadata=_env("LOUPE_MAX_UNZIPPED_MB"))  # a DOCX's parts together
+    max_zip_ratio: int = field(default=200, metadata=_env("LOUPE_MAX_ZIP_RATIO"))  # uncompressed/compressed, a part
     # 0 picks by device: 16 on the CPU (fastest and ~100 MB, docs/BENCHMARKS.md), 128 on a GPU.
     embed_batch_size: int = field(default=0, metadata=_env("LOUPE_EMBED_BATCH"))
     # Answers.
@@ -48,6 +59,14 @@ class Settings:
     answer_mode: str = field(default="generate", metadata=_env("LOUPE_ANSWER_MODE"))
     retrieval_mode: str = field(default="hybrid", metadata=_env("LOUPE_RETRIEVAL_MODE"))
     max_new_tokens: int = field(default=200, metadata=_env("LOUPE_MAX_NEW_TOKENS"))
+    # One cap for every path a question takes (chat, Gradio API, REST, CLI).
+    max_question_chars: int = field(default=2000, metadata=_env("LOUPE_MAX_QUESTION_CHARS"))
+    # Generation stops after this long, however many tokens it has (a deadline, not a speed).
+    generation_timeout_s: float = field(default=60.0, metadata=_env("LOUPE_GENERATION_TIMEOUT_S"))
+    # Serving: questions decoded together in one batch, and how many may wait beyond that before "busy".
+    generation_batch: int = field(default=8, metadata=_env("LOUPE_GENERATION_BATCH"))
+    max_waiting_questions: int = field(default=32, metadata=_env("LOUPE_MAX_WAITING_QUESTIONS"))
+    torch_threads: int = field(default=0, metadata=_env("LOUPE_TORCH_THREADS"))  # 0: torch's own choice
     # Browser app.
     host: str = field(default="127.0.0.1", metadata=_env("LOUPE_HOST"))
     port: int = field(default=7860, metadata=_env("LOUPE_PORT"))
@@ -55,6 +74,11 @@ class Settings:
     auth: str = field(default="", metadata=_env("LOUPE_AUTH"))  # "user:password", empty = open
     max_upload_mb: float = field(default=100.0, metadata=_env("LOUPE_MAX_UPLOAD_MB"))
     max_upload_files: int = field(default=50, metadata=_env("LOUPE_MAX_UPLOAD_FILES"))
+    # Origins (scheme://host:port, comma-separated) besides the app's own that may send state-changing requests.
+    allowed_origins: str = field(default="", metadata=_env("LOUPE_ALLOWED_ORIGINS"))
+    # A public demo on purpose (a Space): serving beyond loopback without --auth then warns less loudly.
+    public_demo: bool = field(default=False, metadata=_env("LOUPE_PUBLIC_DEMO"))
+    log_level: str = field(default="INFO", metadata=_env("LOUPE_LOG_LEVEL"))
 
     def __post_init__(self) -> None:
         if self.answer_mode not in ANSWER_MODES:
@@ -65,13 +89,24 @@ class Settings:
             raise SettingsError(f"device must be one of {DEVICES}, not {self.device!r}")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise SettingsError("chunk_overlap must be at least 0 and smaller than chunk_tokens")
-        for name in ("top_k", "chunk_tokens", "max_new_tokens", "max_upload_files"):
+        for name in ("top_k", "chunk_tokens", "max_new_tokens", "max_upload_files", "max_question_chars",
+                     "generation_batch", "parse_memory_mb", "max_page_image_mb", "max_file_image_mb",
+                     "max_unzipped_mb", "max_zip_ratio"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
         if self.embed_batch_size < 0:
             raise SettingsError("embed_batch_size must be 0 (by device) or more")
-        if self.max_file_mb <= 0 or self.max_upload_mb <= 0:
-            raise SettingsError("size limits must be positive")
+        for name in ("max_file_mb", "max_upload_mb", "parse_timeout_s", "max_image_megapixels",
+                     "generation_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{name} must be positive")
+        if self.max_waiting_questions < 0 or self.torch_threads < 0:
+            raise SettingsError("max_waiting_questions and torch_threads must be 0 or more")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError("log_level must be DEBUG, INFO, WARNING or ERROR")
+        for origin in self.origins:
+            if not re.fullmatch(r"https?://[^/\s]+", origin):
+                raise SettingsError(f"allowed_origins: {origin!r} is not scheme://host[:port]")
         if self.auth and ":" not in self.auth:
             raise SettingsError("auth must be 'user:password'")
 
@@ -98,6 +133,10 @@ class Settings:
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
+
+    @property
+    def origins(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
     @property
     def max_file_bytes(self) -> int:

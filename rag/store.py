@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.catalog import Catalog
+from rag.errors import Conflict, LoupeError, NotFound
 from rag.records import ChunkRecord, DocumentInfo, ImageRecord, ModelId, NewChunk
 from rag.vector_index import VectorIndex
 
@@ -32,8 +33,16 @@ CATALOG_FILE = "catalog.sqlite3"
 IMAGES_DIR = "images"
 
 
-class StoreError(Exception):
+class StoreError(LoupeError):
     """A knowledge-base problem the user must act on; the message says what to do."""
+
+
+class ModelMismatch(StoreError, Conflict):
+    """The store was built with another model; its vectors cannot be mixed with this one's."""
+
+
+class DocumentNotFound(StoreError, NotFound):
+    """No document with that id, path or name."""
 
 
 class KnowledgeBase:
@@ -86,8 +95,8 @@ class KnowledgeBase:
             self._writer.set_meta(f"{role}_model", model.name)
             self._writer.set_meta(f"{role}_dim", str(model.dim))
         elif name != model.name or int(dim or 0) != model.dim:
-            raise StoreError(
-                f"{self.folder}: this knowledge base was built with the {role} model '{name}' ({dim}-d), "
+            raise ModelMismatch(
+                f"{self.folder.name}: this knowledge base was built with the {role} model '{name}' ({dim}-d), "
                 f"but Loupe is set to use '{model.name}' ({model.dim}-d). Vectors from different models "
                 f"cannot be mixed: set the {role} model back to '{name}', or use another --store folder."
             )
@@ -165,7 +174,7 @@ class KnowledgeBase:
             absolute = str(Path(reference).expanduser().resolve())
             matches = [d for d in documents if d.path == absolute] or [d for d in documents if d.name == reference]
         if not matches:
-            raise StoreError(f"no document '{reference}' in {self.folder}")
+            raise DocumentNotFound(f"no document '{reference}' in {self.folder.name}")
         if len(matches) > 1:
             listed = ", ".join(f"{d.id} ({d.path})" for d in matches)
             raise StoreError(f"'{reference}' matches several documents: {listed}; give the id instead")
@@ -333,7 +342,7 @@ class Writer:
     def delete_document(self, document_id: int) -> DocumentInfo:
         info = next(iter(self._catalog.documents("WHERE d.id = ?", (document_id,))), None)
         if info is None:
-            raise StoreError(f"no document with id {document_id}")
+            raise DocumentNotFound(f"no document with id {document_id}")
         chunk_ids, image_ids = self._catalog.delete_document(document_id)
         self.removed_chunks += chunk_ids
         self.removed_images += image_ids

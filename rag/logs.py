@@ -1,0 +1,22 @@
+"""Logging for Loupe's entry points: one format, the level from Settings, quiet third-party chatter.
+
+Modules log through `logging.getLogger(__name__)`; only entry points (CLI, app) call `configure_logging`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str = "INFO") -> None:
+    root = logging.getLogger()
+    if not any(getattr(h, "_loupe", False) for h in root.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter(FORMAT))
+        handler._loupe = True  # type: ignore[attr-defined]  # configure twice, log once
+        root.addHandler(handler)
+    root.setLevel(logging.WARNING)  # libraries: warnings and worse
+    for name in ("rag", "ingest", "app", "app_service", "webapi", "ui", "benchmarks"):
+        logging.getLogger(name).setLevel(level.upper())
