@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,6 +22,11 @@ class OcrEngine:
     def __init__(self) -> None:
         self._engine: RapidOCR | None = None
         self._lock = threading.Lock()
+        self.seconds = 0.0  # spent recognising, in all: ingest summaries split it from parsing
+
+    def load(self) -> None:
+        """Loads the models now rather than on the first image."""
+        self._get_engine()
 
     def _get_engine(self) -> RapidOCR:
         if self._engine is None:
@@ -37,8 +43,13 @@ class OcrEngine:
         """The recognised lines in reading order, one line per text row; "" when nothing is found."""
         if min(image.size) < MIN_SIDE:
             return ""
-        array = _to_bgr_array(_downscaled(image))
-        result, _timings = self._get_engine()(array)
+        engine = self._get_engine()
+        start = time.perf_counter()
+        try:
+            result, _timings = engine(_to_bgr_array(_downscaled(image)))
+        finally:
+            with self._lock:
+                self.seconds += time.perf_counter() - start
         if not result:
             return ""
         return _reading_order(result)

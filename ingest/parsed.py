@@ -71,3 +71,4 @@ class ParsedFile:
     page_count: int
     items: Iterator[Item]
     warnings: list[str] = field(default_factory=list)  # non-fatal problems (a page that failed OCR, ...)
+    ocr_seconds: float = 0.0  # spent in OCR so far, when the file is parsed in a worker (ingest.parse_worker)

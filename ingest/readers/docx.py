@@ -7,6 +7,8 @@ Physical pages are counted from explicit page breaks, page-starting section brea
 from __future__ import annotations
 
 import io
+import logging
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
@@ -14,8 +16,10 @@ import docx
 from lxml import etree
 
 from ingest.ocr import OcrEngine
-from ingest.parsed import IngestError, Item, PageImage, ParsedFile, TextBlock
-from ingest.readers._images import open_image
+from ingest.parsed import IngestError, Item, PageImage, ParsedFile, ReadLimits, TextBlock
+from ingest.readers._images import ImageBudget, megabytes, open_image
+
+logger = logging.getLogger(__name__)
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -23,19 +27,27 @@ _BLIP = "{http://schemas.openxmlformats.org/drawingml/2006/main}blip"
 _VML_IMAGE = "{urn:schemas-microsoft-com:vml}imagedata"
 _FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
 _CHARS = {_W + "tab": "\t", _W + "cr": "\n", _W + "noBreakHyphen": "-"}
+# below this a part's compression ratio says nothing: a few KB of repeated XML compress 1000:1 and cost nothing
+RATIO_CHECKED_FROM_BYTES = 2**20
 
 
-def read_docx(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
+def read_docx(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits) -> ParsedFile:
     try:
+        _check_zip(path, data, limits)  # python-docx inflates every part into memory when it opens the file
         document = docx.Document(io.BytesIO(data))
         body = document.element.body
         style_names = {style.style_id: str(style.name) for style in document.styles}
+    except (IngestError, MemoryError):
+        raise
     except Exception as exc:
         raise IngestError(path, f"corrupt DOCX ({type(exc).__name__}: {exc})") from exc
-    walker = _Walker(body, document.part.related_parts, style_names)
+    walker = _Walker(body, document.part.related_parts, style_names, ImageBudget(path, limits))
     try:
         walker.container(body)
+    except (IngestError, MemoryError):
+        raise
     except Exception as exc:  # noqa: BLE001 - keep what was read before the damage
+        logger.info("%s: could not read the rest of the document", path.name, exc_info=True)
         walker.warnings.append(f"could not read the rest of the document: {type(exc).__name__}: {exc}")
     # the whole XML tree is in memory already, so collecting the items costs little
     return ParsedFile(
@@ -43,11 +55,32 @@ def read_docx(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
     )
 
 
+def _check_zip(path: Path, data: bytes, limits: ReadLimits) -> None:
+    """Refuses a zip bomb from its directory, before a byte is inflated.
+
+    zipfile stops inflating a part at the size its directory entry declares (and then fails the CRC), so
+    the declared sizes bound what python-docx can allocate.
+    """
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        parts = archive.infolist()
+    total = sum(part.file_size for part in parts)
+    if total > limits.max_unzipped_bytes:
+        raise IngestError(path, f"unzips to {megabytes(total)} MB, over the {megabytes(limits.max_unzipped_bytes)} MB "
+                                "limit (LOUPE_MAX_UNZIPPED_MB)")
+    for part in parts:
+        ratio = part.file_size / max(part.compress_size, 1)
+        if part.file_size > RATIO_CHECKED_FROM_BYTES and ratio > limits.max_zip_ratio:
+            raise IngestError(path, f"part {part.filename} is compressed {ratio:.0f}:1, over the "
+                                    f"{limits.max_zip_ratio}:1 limit (LOUPE_MAX_ZIP_RATIO)")
+
+
 class _Walker:
     """Walks the body XML in document order, tracking the page, the heading and the open block."""
 
-    def __init__(self, body: etree._Element, related_parts: dict, style_names: dict[str, str]) -> None:
+    def __init__(self, body: etree._Element, related_parts: dict, style_names: dict[str, str],
+                 budget: ImageBudget) -> None:
         self.related_parts = related_parts
+        self.budget = budget
         self.style_names = style_names
         self._section_starts = [_section_start(section) for section in _sections(body)]
         self._section = 0
@@ -158,8 +191,12 @@ class _Walker:
             return
         self._seen_images.add(name)
         try:
+            self.budget.charge_encoded(part.blob, self.page)  # from the header, before decoding a pixel
             open_image(part.blob)
+        except (IngestError, MemoryError):
+            raise
         except Exception as exc:  # noqa: BLE001 - EMF/WMF and damaged pictures
+            logger.info("page %d: image %s does not decode", self.page, name, exc_info=True)
             self.warnings.append(f"page {self.page}: skipped image {name} that does not decode: {exc}")
             return
         self._images.append(PageImage(page=self.page, data=part.blob, name=name))

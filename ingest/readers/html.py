@@ -1,33 +1,162 @@
-"""HTML pages (stdlib html.parser): visible text in paragraphs, under the nearest h1-h6."""
+"""HTML pages: the main content in paragraphs under the nearest h1-h6, after the page's title.
+
+lxml (libxml2, linear time) parses the page. trafilatura finds the main content and drops navigation,
+sidebars and footers. Small pages, and pages where it falls back to dumping all text without headings, are
+read whole: every visible block of text, as a browser would show it.
+"""
 
 from __future__ import annotations
 
 import codecs
+import logging
 import re
-from html.parser import HTMLParser
+from collections.abc import Iterator
 from pathlib import Path
 
+import lxml.html
+import trafilatura
+from lxml.etree import ParserError, _Element
+from trafilatura.settings import DEFAULT_CONFIG
+
 from ingest.ocr import OcrEngine
-from ingest.parsed import ParsedFile, TextBlock
+from ingest.parsed import ParsedFile, ReadLimits, TextBlock
 from ingest.readers.text import decode_text
 
-_HIDDEN = frozenset({"script", "style", "noscript", "template", "head"})
+logger = logging.getLogger(__name__)
+
+_HIDDEN = frozenset({"script", "style", "noscript", "template", "head", "title"})  # <title>s in <svg> are tooltips
 _BLOCKS = frozenset({
     "p", "div", "li", "tr", "td", "th", "br", "section", "article", "pre", "blockquote", "ul", "ol",
     "table", "dl", "dt", "dd", "header", "footer", "nav", "main", "aside", "figure", "figcaption", "hr",
     "form", "address", "details", "summary", "caption", "body",
 })
 _HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
+# No two adjacent parts may match the same characters: "\s*["']?\s*" made this regex cubic on a 4 KB head.
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=[\s"']*([A-Za-z0-9_.:-]+)""", re.IGNORECASE)
 _SPACE = re.compile(r"\s+")
+# Below trafilatura's own minimum extraction size a page is too small to have boilerplate worth the risk.
+_MIN_MAIN_CHARS = DEFAULT_CONFIG.getint("DEFAULT", "MIN_EXTRACTED_SIZE")
+_DUMP_SHARE = 0.95  # an "extraction" with this share of the page's text and no headings is a whole-page dump
 
 
-def read_html(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
-    parser = _TextParser()
-    parser.feed(_decode(path, data))
-    parser.close()
-    blocks = parser.finish()
+def read_html(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits | None = None) -> ParsedFile:
+    root = _parse(_decode(path, data))
+    blocks = [] if root is None else _page_blocks(path, root)
     return ParsedFile(path=path, kind="html", page_count=1, items=iter(blocks))
+
+
+def _page_blocks(path: Path, root: _Element) -> list[TextBlock]:
+    title = _title(root)
+    whole = _WholePage(title).read(root)
+    main = _main_content(path, root, title)
+    return main if main is not None and _is_main_content(main, whole, title) else whole
+
+
+def html_fragment_text(fragment: str) -> str:
+    """The visible text of a piece of HTML, one block per line."""
+    root = _parse(fragment)
+    return "" if root is None else "\n".join(block.text for block in _WholePage(None).read(root))
+
+
+def _parse(page: str) -> lxml.html.HtmlElement | None:
+    # a parser per call: lxml parsers must not be shared between threads
+    parser = lxml.html.HTMLParser(encoding="utf-8", remove_comments=True, remove_pis=True)
+    try:
+        return lxml.html.document_fromstring(page.encode("utf-8", "replace"), parser=parser)
+    except ParserError:  # nothing but whitespace
+        return None
+
+
+def _title(root: _Element) -> str | None:
+    element = root.find("head/title")
+    return (_collapse(element.text_content()) or None) if element is not None else None
+
+
+def _is_main_content(main: list[TextBlock], whole: list[TextBlock], title: str | None) -> bool:
+    main_chars = sum(len(block.text) for block in main)
+    if main_chars < _MIN_MAIN_CHARS:
+        return False
+    # trafilatura's last resort dumps all of a page's text without its headings: the whole-page reader keeps them
+    headless = {block.heading for block in main} <= {None, title} < {block.heading for block in whole}
+    return not (headless and main_chars >= _DUMP_SHARE * sum(len(block.text) for block in whole))
+
+
+def _main_content(path: Path, root: _Element, title: str | None) -> list[TextBlock] | None:
+    """trafilatura's main content as blocks (None when it finds none), with the title first."""
+    try:
+        document = trafilatura.bare_extraction(
+            root, include_comments=False, include_formatting=True, include_links=True, include_tables=True
+        )
+    except Exception:  # a heuristic extractor's bug must not cost a page the whole-page reader can read
+        logger.warning("main-content extraction failed on %s; reading the whole page", path.name, exc_info=True)
+        return None
+    if document is None or document.body is None:
+        return None
+    blocks = [TextBlock(page=1, text=title)] if title else []
+    heading = title
+    for element in _main_elements(document.body):
+        if element.tag == "head":
+            heading = _inline_text(element) or heading
+        elif text := _main_element_text(element):
+            blocks.append(TextBlock(page=1, text=text, heading=heading))
+    return blocks
+
+
+# trafilatura's XML: <head> headings, <p>, <quote>, <code> (from <pre>), <list>/<item>, <table>/<row>/<cell>
+_MAIN_BLOCKS = frozenset({"head", "p", "quote", "code", "list", "table"})
+
+
+def _main_elements(container: _Element) -> Iterator[_Element]:
+    for child in container:
+        if child.tag in _MAIN_BLOCKS or len(child) == 0:
+            yield child
+        else:  # a wrapper <div>
+            yield from _main_elements(child)
+
+
+def _main_element_text(element: _Element) -> str:
+    if element.tag == "code":
+        return "".join(element.itertext()).strip("\n")  # code keeps its indentation
+    if element.tag == "list":
+        return "\n".join(_list_lines(element, depth=0))
+    if element.tag == "table":
+        rows = (" | ".join(_inline_text(cell) for cell in row.iter("cell")) for row in element.iter("row"))
+        return "\n".join(row for row in rows if row.strip(" |"))
+    return _inline_text(element)
+
+
+def _list_lines(element: _Element, depth: int) -> Iterator[str]:
+    ordered = element.get("rend") == "ol"
+    for number, item in enumerate(element.iterfind("item"), start=1):
+        marker = f"{number}." if ordered else "-"
+        yield f"{'  ' * depth}{marker} {_inline_text(item)}"
+        for nested in item.iterfind("list"):
+            yield from _list_lines(nested, depth + 1)
+
+
+def _inline_text(element: _Element) -> str:
+    """Text with <lb/> as line breaks, spaces collapsed, nested lists left to _list_lines."""
+    lines = "".join(_inline_parts(element)).split("\n")
+    return "\n".join(line for line in map(_collapse, lines) if line)
+
+
+def _inline_parts(element: _Element) -> Iterator[str]:
+    yield element.text or ""
+    for child in element:
+        if child.tag == "lb":
+            yield "\n"
+        elif child.tag != "list" and not _is_permalink(child.get("target"), "".join(child.itertext())):
+            yield from _inline_parts(child)
+        yield child.tail or ""
+
+
+def _is_permalink(target: str | None, text: str) -> bool:
+    """A heading's own anchor link ('¶', '#', an icon): a marker, not part of the heading's text."""
+    return bool(target and target.startswith("#")) and not any(char.isalnum() for char in text)
+
+
+def _collapse(text: str) -> str:
+    return _SPACE.sub(" ", text).strip()
 
 
 def _decode(path: Path, data: bytes) -> str:
@@ -55,71 +184,61 @@ def _declared_charset(head: bytes) -> str | None:
     return "cp1252" if name in ("latin-1", "iso8859-1", "ascii") else name
 
 
-class _TextParser(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.blocks: list[TextBlock] = []
-        self._hidden: list[str] = []  # open hidden elements, innermost last
+class _WholePage:
+    """All visible text of a parsed page: one block per block element, under the nearest heading."""
+
+    def __init__(self, title: str | None) -> None:
+        # the title heads the text until the first h1-h6
+        self.blocks = [TextBlock(page=1, text=title)] if title else []
+        self._heading = title
         self._buffer: list[str] = []
-        self._heading: str | None = None
-        self._in_heading = False
-        self._in_title = False
-        self._title_seen = False
-        self._pre_depth = 0
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if "head" in self._hidden and (tag == "body" or tag in _BLOCKS or tag in _HEADINGS):
-            self._hidden.remove("head")  # </head> and <body> are optional: content ends the head
-        if tag in _HIDDEN or (tag == "title" and self._title_seen):
-            self._hidden.append(tag)  # later <title>s are SVG tooltips, not the page's title
-        elif tag == "title":
-            self._flush()
-            self._in_title = self._title_seen = True
-        elif tag in _HEADINGS:
-            self._flush()
-            self._in_heading = True
-        elif tag in _BLOCKS:
-            self._flush()
-            if tag == "pre":
-                self._pre_depth += 1
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._hidden:
-            # close whatever was left open inside too: an unclosed tag must not hide the rest of the page
-            while self._hidden.pop() != tag:
-                pass
-        elif tag == "title" and self._in_title:
-            title = self._take()
-            self._in_title = False
-            if title:
-                # the title heads the text until the first h1-h6
-                self.blocks.append(TextBlock(page=1, text=title))
-                self._heading = title
-        elif tag in _HEADINGS and self._in_heading:
-            self._heading = self._take() or self._heading
-            self._in_heading = False
-        elif tag in _BLOCKS:
-            self._flush()
-            if tag == "pre":
-                self._pre_depth = max(0, self._pre_depth - 1)
-
-    def handle_data(self, data: str) -> None:
-        if self._hidden and not self._in_title:
-            return
-        self._buffer.append(data if self._pre_depth else _SPACE.sub(" ", data))
-
-    def finish(self) -> list[TextBlock]:
+    def read(self, root: _Element) -> list[TextBlock]:
+        body = root.find("body")
+        if body is not None:
+            self._visit(body)
         self._flush()
         return self.blocks
 
-    def _take(self) -> str:
-        text = "".join(self._buffer)
-        self._buffer.clear()
-        return text.strip("\n") if self._pre_depth else _SPACE.sub(" ", text).strip()
+    def _visit(self, element: _Element) -> None:
+        tag = element.tag
+        if tag in _HEADINGS:
+            self._flush()
+            self._heading = _collapse("".join(_visible_text(element))) or self._heading
+        elif tag == "pre":
+            self._flush()
+            self._add("".join(_visible_text(element)).strip("\n"))
+        elif tag in _BLOCKS:
+            self._flush()
+            self._read_inside(element)
+            self._flush()
+        elif not _is_hidden(element):
+            self._read_inside(element)
+        self._buffer.append(element.tail or "")
+
+    def _read_inside(self, element: _Element) -> None:
+        self._buffer.append(element.text or "")
+        for child in element:
+            self._visit(child)
 
     def _flush(self) -> None:
-        if self._in_heading or self._in_title:
-            return  # a block tag inside a heading (<h2><br>...) does not end the heading
-        text = self._take()
+        self._add(_collapse("".join(self._buffer)))
+        self._buffer.clear()
+
+    def _add(self, text: str) -> None:
         if text.strip():
             self.blocks.append(TextBlock(page=1, text=text, heading=self._heading))
+
+
+def _visible_text(element: _Element) -> Iterator[str]:
+    yield element.text or ""
+    for child in element:
+        if not _is_hidden(child):
+            yield from _visible_text(child)
+        yield child.tail or ""
+
+
+def _is_hidden(element: _Element) -> bool:
+    if not isinstance(element.tag, str):
+        return True  # a comment or processing instruction
+    return element.tag in _HIDDEN or (element.tag == "a" and _is_permalink(element.get("href"), element.text_content()))

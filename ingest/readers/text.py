@@ -1,4 +1,4 @@
-"""Plain text and Markdown: encoding detection, paragraphs split on blank lines, Markdown headings."""
+"""Plain text and Markdown: encoding detection, paragraphs split on blank lines, Markdown parsed by markdown-it-py."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 
 import charset_normalizer
 from charset_normalizer.md import mess_ratio
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 
 from ingest.ocr import OcrEngine
-from ingest.parsed import IngestError, Item, ParsedFile, TextBlock
+from ingest.parsed import IngestError, ParsedFile, ReadLimits, TextBlock
 
 # UTF-32 first: its little-endian BOM starts with the UTF-16 one
 _BOMS = (
@@ -80,15 +82,15 @@ def _clean_cp1252(data: bytes, max_chaos: float) -> str | None:
     return text if mess_ratio(text, MAX_CHAOS) <= max_chaos else None
 
 
-def read_text(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
+def read_text(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits | None = None) -> ParsedFile:
     lines = _lines(decode_text(path, data))
     blocks = (TextBlock(page=1, text=paragraph) for paragraph in _paragraphs(lines))
     return ParsedFile(path=path, kind="text", page_count=1, items=blocks)
 
 
-def read_markdown(path: Path, data: bytes, ocr: OcrEngine | None) -> ParsedFile:
-    lines = _strip_front_matter(_lines(decode_text(path, data)))
-    return ParsedFile(path=path, kind="markdown", page_count=1, items=_markdown_blocks(lines))
+def read_markdown(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits | None = None) -> ParsedFile:
+    source = "\n".join(_strip_front_matter(_lines(decode_text(path, data))))
+    return ParsedFile(path=path, kind="markdown", page_count=1, items=iter(_markdown_blocks(source)))
 
 
 def _lines(text: str) -> list[str]:
@@ -117,49 +119,100 @@ def _strip_front_matter(lines: list[str]) -> list[str]:
     return lines  # never closed: not front matter either
 
 
-_YAML_KEY = re.compile(r"^[A-Za-z0-9_-]+\s*:")
+_YAML_KEY = re.compile(r"[A-Za-z0-9_-]+\s*:")
+
+# CommonMark (a maintained, linear-time parser) plus the GitHub table and strikethrough extensions.
+# Its nesting cap (20) bounds how deep a hostile file can make the token tree; text nested deeper is dropped.
+_MARKDOWN = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+_LIST_INDENT = "  "
 
 
-_ATX = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
-_SETEXT = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
-_BREAK = re.compile(r"^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$")
+def _markdown_blocks(source: str) -> list[TextBlock]:
+    """One block per top-level Markdown block (paragraph, list, table, quote, code), under its nearest heading.
 
-
-def _markdown_blocks(lines: list[str]) -> Iterator[Item]:
+    Lists, tables and quotes become plain readable lines; fenced code keeps its fences (its '#' lines are
+    code, not headings); a heading with no text keeps the previous one.
+    """
+    blocks: list[TextBlock] = []
     heading: str | None = None
-    paragraph: list[str] = []
-    fence: str | None = None  # the opening marker while inside a fenced code block
-
-    def flush() -> Iterator[Item]:
-        if paragraph:
-            yield TextBlock(page=1, text="\n".join(paragraph), heading=heading)
-            paragraph.clear()
-
-    for line in lines:
-        if fence is not None:
-            # code: '#' lines are comments, blank lines do not end the block
-            paragraph.append(line.rstrip())
-            if line.strip().startswith(fence):
-                fence = None
-                yield from flush()
-            continue
-        opening = _FENCE.match(line)
-        if opening:
-            yield from flush()
-            fence = opening.group(1)
-            paragraph.append(line.rstrip())
-        elif not line.strip():
-            yield from flush()
-        elif (atx := _ATX.match(line)) is not None:
-            yield from flush()
-            heading = (atx.group(2) or "").strip() or heading
-        elif paragraph and _SETEXT.match(line):
-            # the paragraph so far was the heading's text
-            heading = " ".join(part.strip() for part in paragraph)
-            paragraph.clear()
-        elif _BREAK.match(line):
-            yield from flush()
+    lines: list[str] = []
+    writer = _BlockLines(lines)
+    in_heading = False
+    for token in _MARKDOWN.parse(source):
+        if token.type == "heading_open" and token.level == 0:
+            in_heading = True
+        elif token.type == "inline" and in_heading:
+            heading = _inline_text(token).strip() or heading
+            in_heading = False
         else:
-            paragraph.append(line.rstrip())
-    yield from flush()
+            writer.take(token)
+        if token.level == 0 and token.nesting <= 0 and lines:  # a top-level block just ended
+            blocks.append(TextBlock(page=1, text="\n".join(lines), heading=heading))
+            lines.clear()
+    return blocks
+
+
+class _BlockLines:
+    """Turns the tokens of one top-level block into readable lines: '- item', 'cell | cell', code as written."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self._depth = 0  # how many lists are open around the current item
+        self._prefix = ""  # what the next line starts with: a list marker, then the item's indent
+        self._cells: list[str] | None = None  # the cells of the table row being read
+
+    def take(self, token: Token) -> None:
+        kind = token.type
+        if kind in ("bullet_list_open", "ordered_list_open"):
+            self._depth += 1
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            self._depth -= 1
+            self._prefix = _LIST_INDENT * self._depth  # back under the enclosing item, if any
+        elif kind == "list_item_open":
+            marker = f"{token.info}{token.markup}"  # '-', or '3.' (info holds an ordered item's number)
+            self._prefix = _LIST_INDENT * (self._depth - 1) + marker + " "
+        elif kind == "tr_open":
+            self._cells = []
+        elif kind == "tr_close" and self._cells is not None:
+            self._add(" | ".join(self._cells))
+            self._cells = None
+        elif kind == "inline":
+            text = _inline_text(token)
+            if self._cells is not None:
+                self._cells.append(text.replace("\n", " "))
+            else:
+                self._add(text)
+        elif kind == "fence":
+            self._add(f"{token.markup}{token.info}\n{token.content}{token.markup}")
+        elif kind == "code_block":
+            self._add(token.content.rstrip("\n"))
+        elif kind == "html_block":
+            self._add(_html_text(token.content))
+
+    def _add(self, text: str) -> None:
+        if not text.strip():
+            return
+        indent = " " * len(self._prefix)
+        for index, line in enumerate(text.split("\n")):
+            self.lines.append((self._prefix if index == 0 else indent) + line.rstrip())
+        self._prefix = indent  # an item's later paragraphs line up under its first
+
+
+def _inline_text(token: Token) -> str:
+    """The text a reader sees: markup and raw HTML tags dropped, images as their alt text, `code` kept."""
+    parts: list[str] = []
+    for child in token.children or ():
+        if child.type in ("text", "image"):
+            parts.append(child.content)
+        elif child.type == "code_inline":
+            parts.append(f"{child.markup}{child.content}{child.markup}")
+        elif child.type in ("softbreak", "hardbreak"):
+            parts.append("\n")
+    return "".join(parts)
+
+
+def _html_text(fragment: str) -> str:
+    """The visible text of raw HTML inside Markdown (a centred logo, a <details> block, an HTML table)."""
+    from ingest.readers.html import html_fragment_text  # imported here: the HTML reader imports decode_text
+
+    return html_fragment_text(fragment)

@@ -96,3 +96,14 @@ def test_reading_order_groups_bands() -> None:
         [_box(10, 300, 200, 330), "third", 0.8],
     ]
     assert _reading_order(result) == "hello world\nsecond row\nthird"
+
+
+def test_seconds_spent_recognising_add_up(invoice_image: Image.Image) -> None:
+    """Ingest summaries split OCR time from parsing time with this counter."""
+    engine = OcrEngine()
+    engine.load()
+    assert engine.seconds == 0.0
+    engine.text_of(invoice_image)
+    first = engine.seconds
+    engine.text_of(invoice_image)
+    assert 0 < first < engine.seconds
