@@ -2,12 +2,18 @@
 
 Each file ends in one outcome (added, replaced, duplicate, failed) with a message that names it.
 A failing file never stops the batch and never touches what is already stored.
+
+Reading, OCR and embedding fill a staging folder without holding any lock; the finished file is then
+committed in one short transaction, so another process sharing the store (the app beside a CLI ingest)
+waits at most for that commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
+import os
 import sys
 import time
 from collections import defaultdict
@@ -15,20 +21,23 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from PIL import Image
 from tqdm import tqdm
 
 from ingest.chunking import ChunkBudget, chunk_blocks
 from ingest.ocr import OcrEngine
-from ingest.parsed import IngestError, PageImage, ParsedFile, TextBlock
+from ingest.parse_worker import read_file_bounded
+from ingest.parsed import IngestError, PageImage, ParsedFile, ReadLimits, TextBlock
 from ingest.paths import expand_paths
-from ingest.readers import SUPPORTED_SUFFIXES, read_file
+from ingest.readers import SUPPORTED_SUFFIXES, open_regular_file
+from rag.errors import LoupeError
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import LexicalIndex
-from rag.records import NewChunk, indexed_text
+from rag.records import DocumentInfo, ImageRecord, NewChunk, NewDocument, indexed_text
 from rag.settings import Settings
-from rag.store import KnowledgeBase, Writer
+from rag.store import DuplicateDocument, KnowledgeBase, StagedDocument
 from rag.text_embedder import TextEmbedder
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("parse", "ocr", "embed", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
@@ -82,21 +91,6 @@ class IngestReport:
         return line
 
 
-class _TimedOcr:
-    """Counts the seconds spent in OCR, so the summary can split it from parsing."""
-
-    def __init__(self, engine: OcrEngine) -> None:
-        self._engine = engine
-        self.seconds = 0.0
-
-    def text_of(self, image: Image.Image) -> str:
-        start = time.perf_counter()
-        try:
-            return self._engine.text_of(image)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 @dataclass
 class _Prepared:
     """A file read and chunked up to its first batch, not yet embedded or written."""
@@ -106,7 +100,6 @@ class _Prepared:
     sha: str
     size: int
     parsed: ParsedFile
-    previous: list[int]  # ids of earlier versions of this path, replaced in the same transaction
     batches: Iterator[tuple[list[NewChunk], list[PageImage]]]
     first: tuple[list[NewChunk], list[PageImage]]
     complete: bool  # the whole file fitted in the first batch
@@ -180,27 +173,26 @@ class Ingestor:
             return step(*args)
         except IngestError as error:
             return FileOutcome(str(path), "failed", f"{name}: {error.reason}")
+        except LoupeError as error:  # e.g. Busy: another process held the store past the busy timeout
+            return FileOutcome(str(path), "failed", f"{name}: {error}")
         except Exception as error:  # a reader or model bug must not end the batch; say which file hit it
-            return FileOutcome(str(path), "failed", f"{name}: unexpected error ({type(error).__name__}: {error})")
+            logger.exception("ingesting %s failed unexpectedly", name)
+            # the exception's text may hold server paths: it goes to the log, the outcome says where to look
+            return FileOutcome(str(path), "failed", f"{name}: Loupe failed to ingest it ({type(error).__name__}; "
+                                                    "see the log)")
 
     def _prepare(self, path: Path, name: str, pending: dict[str, str], seconds: dict[str, float],
                  notify: ProgressCallback) -> _Prepared | FileOutcome:
-        size = path.stat().st_size
-        if size > self.settings.max_file_bytes:
-            raise IngestError(path, f"file is {size / 2**20:.1f} MB, over the {self.settings.max_file_mb:g} MB "
-                                    "limit (LOUPE_MAX_FILE_MB)")
-        sha = _sha256(path)
+        size, sha = _size_and_sha256(path, self.settings.max_file_bytes)
         existing = self.kb.document_by_sha(sha)
         if existing is not None:
-            return FileOutcome(str(path), "duplicate", f"{name}: already in the knowledge base as "
-                               f"'{existing.name}' (id {existing.id}); nothing added", existing.id)
+            return _duplicate(path, name, existing)
         if sha in pending:
             return FileOutcome(str(path), "duplicate", f"{name}: same content as '{pending[sha]}' in this batch; "
                                "nothing added")
-        previous = [d.id for d in self.kb.documents_by_path(str(path))]
-        timed_ocr = _TimedOcr(self.ocr) if self.ocr is not None else None
         start = time.perf_counter()
-        parsed = read_file(path, timed_ocr)
+        # an untrusted file is parsed (and OCR'd) in a worker process, within time and memory limits
+        parsed = read_file_bounded(path, self.ocr is not None, ReadLimits.from_settings(self.settings))
         notify(name, "parse", 0, parsed.page_count)
         batches = self._batches(parsed, notify, name)
         first = next(batches)
@@ -209,10 +201,9 @@ class Ingestor:
             next(batches, None)  # let the reader finish (its warnings are complete only then)
             if not first[0] and not first[1]:
                 raise IngestError(path, "no text or images found" + _ocr_hint(parsed, self.ocr))
-        ocr_seconds = timed_ocr.seconds if timed_ocr else 0.0
-        seconds["ocr"] += ocr_seconds
-        seconds["parse"] += time.perf_counter() - start - ocr_seconds
-        return _Prepared(path, name, sha, size, parsed, previous, batches, first, complete)
+        seconds["ocr"] += parsed.ocr_seconds
+        seconds["parse"] += time.perf_counter() - start - parsed.ocr_seconds
+        return _Prepared(path, name, sha, size, parsed, batches, first, complete)
 
     def _write_group(self, group: list[tuple[int, _Prepared]], seconds: dict[str, float],
                      notify: ProgressCallback) -> Iterator[tuple[int, FileOutcome]]:
@@ -243,36 +234,39 @@ class Ingestor:
 
     def _write(self, prepared: _Prepared, batches: Iterator[tuple], seconds: dict[str, float], show_progress: bool,
                notify: ProgressCallback) -> FileOutcome:
-        """One transaction for the whole file: all of it lands, or none of it does."""
+        """Stage the whole file, then commit it in one short transaction: all of it lands, or none of it does.
+        Iterating `batches` is what parses and embeds a large file, so that happens here, before the commit
+        and without any lock."""
         parsed, name = prepared.parsed, prepared.name
-        counters = {"chunks": 0, "images": 0}
         pages = tqdm(total=None, desc=name[-30:], unit="chunk", leave=False,
                      disable=not show_progress or prepared.complete, file=sys.stderr)
-        with self.kb.write() as writer:
-            for old in prepared.previous:
-                writer.delete_document(old)
-            document_id = writer.add_document(str(prepared.path), name, parsed.kind, prepared.sha, prepared.size,
-                                              parsed.page_count)
+        with self.kb.staging() as staged:
             for chunks, images, vectors in batches:
-                writer.add_chunks(document_id, counters["chunks"], chunks, vectors)
-                counters["chunks"] += len(chunks)
-                self._store_images(writer, document_id, images, seconds)
-                counters["images"] += len(images)
+                staged.add_chunks(chunks, vectors)
+                self._stage_images(staged, images, seconds)
                 pages.update(len(chunks))
-                notify(name, "embed", counters["chunks"], 0)
-            if counters["chunks"] == 0 and counters["images"] == 0:
+                notify(name, "embed", staged.chunk_count, 0)
+            pages.close()
+            if staged.empty:
                 raise IngestError(prepared.path, "no text or images found" + _ocr_hint(parsed, self.ocr))
-            index_start = time.perf_counter()
-        seconds["index"] += time.perf_counter() - index_start
-        pages.close()
+            document = NewDocument(str(prepared.path), name, parsed.kind, prepared.sha, prepared.size,
+                                   parsed.page_count)
+            start = time.perf_counter()
+            try:
+                document_id, replaced = self.kb.commit(document, staged)
+            except DuplicateDocument as duplicate:  # the same bytes arrived from another process meanwhile
+                notify(name, "duplicate", 0, 0)
+                return _duplicate(prepared.path, name, duplicate.existing)
+            seconds["index"] += time.perf_counter() - start
         notify(name, "done", parsed.page_count, parsed.page_count)
-        status, verb = ("replaced", "replaced its earlier version") if prepared.previous else ("added", "added")
-        message = f"{name}: {verb}: {parsed.page_count} pages, {counters['chunks']} chunks, {counters['images']} images"
+        status, verb = ("replaced", "replaced its earlier version") if replaced else ("added", "added")
+        message = (f"{name}: {verb}: {parsed.page_count} pages, {staged.chunk_count} chunks, "
+                   f"{len(staged.images)} images")
         if parsed.warnings:
             more = " …" if len(parsed.warnings) > 1 else ""
             message += f" ({len(parsed.warnings)} warnings: {parsed.warnings[0]}{more})"
-        return FileOutcome(str(prepared.path), status, message, document_id, parsed.page_count, counters["chunks"],
-                           counters["images"], list(parsed.warnings))
+        return FileOutcome(str(prepared.path), status, message, document_id, parsed.page_count, staged.chunk_count,
+                           len(staged.images), list(parsed.warnings))
 
     def _batches(self, parsed: ParsedFile, notify: ProgressCallback,
                  name: str) -> Iterator[tuple[list[NewChunk], list[PageImage]]]:
@@ -303,15 +297,14 @@ class Ingestor:
         texts = [indexed_text(c.heading, c.text) for c in chunks]
         return self.text_embedder.embed(texts, self.settings.embed_batch_size)
 
-    def _store_images(self, writer: Writer, document_id: int, images: list[PageImage],
-                      seconds: dict[str, float]) -> None:
+    def _stage_images(self, staged: StagedDocument, images: list[PageImage], seconds: dict[str, float]) -> None:
         vectors = [None] * len(images)
         if self.image_embedder is not None and images:
             start = time.perf_counter()
             vectors = self.image_embedder.embed_images([i.data for i in images])
             seconds["embed"] += time.perf_counter() - start
         for image, vector in zip(images, vectors):
-            writer.add_image(document_id, image.page, image.name or f"page {image.page}", image.data, vector)
+            staged.add_image(image.page, image.name or f"page {image.page}", image.data, vector)
 
     def _count_tokens(self, texts: list[str]) -> list[int]:
         encoded = self.text_embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]
@@ -323,24 +316,44 @@ class Ingestor:
             raise RuntimeError("no CLIP model loaded: cannot embed images")
         waiting = self.kb.images_waiting()
         start = time.perf_counter()
+        embedded = 0
         for first in range(0, len(waiting), 64):
-            part = waiting[first:first + 64]
-            vectors = self.image_embedder.embed_images([self.kb.image_path(i).read_bytes() for i in part])
+            part = [(image, data) for image in waiting[first:first + 64]
+                    if (data := self._stored_image(image)) is not None]
+            if not part:
+                continue
+            vectors = self.image_embedder.embed_images([data for _, data in part])  # outside the transaction
             with self.kb.write() as writer:
-                for image, vector in zip(part, vectors):
+                for (image, _), vector in zip(part, vectors):
                     writer.set_image_vector(image.id, vector)
+            embedded += len(part)
         self.kb.flush()
         if seconds is not None:
             seconds["embed"] += time.perf_counter() - start
-        return len(waiting)
+        return embedded
+
+    def _stored_image(self, image: ImageRecord) -> bytes | None:
+        """The stored copy of an image; None when another process deleted its document since it was listed."""
+        try:
+            return self.kb.image_path(image).read_bytes()
+        except FileNotFoundError:
+            return None
 
 
-def _sha256(path: Path) -> str:
+def _duplicate(path: Path, name: str, existing: DocumentInfo) -> FileOutcome:
+    return FileOutcome(str(path), "duplicate", f"{name}: already in the knowledge base as '{existing.name}' "
+                       f"(id {existing.id}); nothing added", existing.id)
+
+
+def _size_and_sha256(path: Path, max_bytes: int) -> tuple[int, str]:
+    """Size and SHA-256 of a regular file within the size limit; a link, device or pipe is refused before any
+    byte is read (hashing /dev/zero would never end)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    with open_regular_file(path, max_bytes) as handle:
+        size = os.fstat(handle.fileno()).st_size
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return size, digest.hexdigest()
 
 
 def _ocr_hint(parsed: ParsedFile, ocr: OcrEngine | None) -> str:

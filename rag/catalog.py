@@ -6,15 +6,25 @@ arrive in one commit or not at all. The FAISS indexes are rebuilt from the vecto
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from rag.records import ChunkRecord, DocumentInfo, ImageRecord, NewChunk
+from rag.errors import Busy, LoupeError
+from rag.records import ChunkRecord, DocumentInfo, ImageRecord, NewChunk, NewDocument
+
+logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
+# How long a writer waits for another process's write transaction. Those are short (a parsed and embedded
+# document is committed in one go; a 1,000-page PDF takes about a second), so ten seconds means "stuck",
+# and the caller gets Busy rather than an endless wait.
+BUSY_TIMEOUT_S = 10.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,32 +67,104 @@ _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, d.name, d.path, c.page, c.head
 _IMAGE_COLUMNS = "i.id, i.document_id, d.name, i.page, i.name, i.file, i.vector IS NOT NULL"
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in Catalog.transaction.
-    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-    conn.execute("PRAGMA journal_mode=WAL")  # readers go on while an ingest writes
-    conn.execute("PRAGMA synchronous=FULL")
-    conn.execute("PRAGMA foreign_keys=ON")
-    return conn
+class Removed(NamedTuple):
+    """What deleting a document took away: ids for the vector indexes, file names for the image sweep."""
+
+    chunk_ids: list[int]
+    image_ids: list[int]
+    image_files: set[str]
+
+
+def is_busy(error: sqlite3.Error) -> bool:
+    """SQLite gave up waiting for another connection's lock."""
+    return getattr(error, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class Catalog:
     """Queries over one SQLite connection. Callers serialise access to a Catalog."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, name: str, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.conn = conn
+        self.name = name  # the knowledge base's folder name, for messages (never the full path)
+        self.busy_timeout_s = busy_timeout_s
 
     @classmethod
-    def open(cls, path: Path) -> Catalog:
-        conn = connect(path)
-        conn.executescript(SCHEMA)
-        catalog = cls(conn)
-        version = catalog.get_meta("schema_version")
-        if version is None:
-            catalog.set_meta("schema_version", SCHEMA_VERSION)
-        elif version != SCHEMA_VERSION:
-            raise RuntimeError(f"{path}: catalog schema {version} is not supported (expected {SCHEMA_VERSION})")
+    def open(cls, path: Path, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Catalog:
+        """Open a catalog, creating its tables on first use. Opening an existing one only reads: a process
+        that lists or searches never waits for (or blocks) one that writes."""
+        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in transaction().
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=busy_timeout_s)
+        catalog = cls(conn, Path(path).parent.name, busy_timeout_s)
+        try:
+            with catalog._busy_as_error(None):  # a new file turns to WAL under a lock another opener may hold
+                conn.execute("PRAGMA journal_mode=WAL")  # readers go on while an ingest writes
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            if catalog._schema_version() is None:
+                with catalog.transaction():
+                    if catalog._schema_version() is None:  # another process may have created it meanwhile
+                        catalog._create_schema()
+            version = catalog._schema_version()
+            if version != SCHEMA_VERSION:
+                raise LoupeError(f"the knowledge base '{catalog.name}' has catalog schema {version}, which this "
+                                 f"version of Loupe cannot read (it reads schema {SCHEMA_VERSION})")
+        except BaseException:
+            catalog.close()
+            raise
         return catalog
+
+    def _schema_version(self) -> str | None:
+        has_meta = self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
+        return self.get_meta("schema_version") if has_meta else None
+
+    def _create_schema(self) -> None:
+        # Statement by statement: executescript() would COMMIT the surrounding transaction first.
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
+        self.set_meta("schema_version", SCHEMA_VERSION)
+
+    @contextmanager
+    def transaction(self, busy_timeout_s: float | None = None) -> Iterator[None]:
+        """One write transaction: committed when the block ends, rolled back when it raises. Waits up to
+        `busy_timeout_s` (default: the catalog's) for another process's write, then raises Busy."""
+        with self._busy_as_error(busy_timeout_s):
+            self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            with self._busy_as_error(None):
+                self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """A read transaction: every query in the block sees the same committed state, and takes no lock
+        that a writer waits for (WAL)."""
+        self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+
+    @contextmanager
+    def _busy_as_error(self, busy_timeout_s: float | None) -> Iterator[None]:
+        wait = self.busy_timeout_s if busy_timeout_s is None else busy_timeout_s
+        if wait != self.busy_timeout_s:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            if not is_busy(error):
+                raise
+            raise Busy(f"the knowledge base '{self.name}' is busy: another process is writing to it; "
+                       "try again in a moment") from error
+        finally:
+            if wait != self.busy_timeout_s:
+                self.conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
 
     def close(self) -> None:
         self.conn.close()
@@ -104,19 +186,19 @@ class Catalog:
         return new
 
     # --- documents ----------------------------------------------------------------------------
-    def add_document(self, path: str, name: str, kind: str, sha256: str, size_bytes: int, pages: int) -> int:
+    def add_document(self, document: NewDocument) -> int:
         cursor = self.conn.execute(
             "INSERT INTO documents (path, name, kind, sha256, size_bytes, page_count) VALUES (?, ?, ?, ?, ?, ?)",
-            (path, name, kind, sha256, size_bytes, pages),
+            (document.path, document.name, document.kind, document.sha256, document.size_bytes, document.pages),
         )
         return int(cursor.lastrowid)
 
-    def delete_document(self, document_id: int) -> tuple[list[int], list[int]]:
-        """Delete a document; return the ids of its chunks and images (for the vector indexes)."""
+    def delete_document(self, document_id: int) -> Removed:
+        """Delete a document with its chunks and images."""
         chunk_ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
-        image_ids = [r[0] for r in self.conn.execute("SELECT id FROM images WHERE document_id = ?", (document_id,))]
+        images = self.conn.execute("SELECT id, file FROM images WHERE document_id = ?", (document_id,)).fetchall()
         self.conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
-        return chunk_ids, image_ids
+        return Removed(chunk_ids, [image_id for image_id, _ in images], {file for _, file in images})
 
     def document_by_sha(self, sha256: str) -> DocumentInfo | None:
         return next(iter(self.documents("WHERE d.sha256 = ?", (sha256,))), None)
@@ -186,9 +268,10 @@ class Catalog:
         )
         return int(cursor.lastrowid)
 
-    def set_image_vector(self, image_id: int, vector: np.ndarray) -> None:
+    def set_image_vector(self, image_id: int, vector: np.ndarray) -> bool:
+        """Store an image's vector; False when the image is gone (its document was deleted meanwhile)."""
         blob = np.asarray(vector, np.float32).tobytes()
-        self.conn.execute("UPDATE images SET vector = ? WHERE id = ?", (blob, image_id))
+        return self.conn.execute("UPDATE images SET vector = ? WHERE id = ?", (blob, image_id)).rowcount == 1
 
     def images(self, ids: Iterable[int]) -> dict[int, ImageRecord]:
         ids = list(ids)

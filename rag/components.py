@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rag.answering import Assistant
-from rag.devices import torch_device
+from rag.devices import apply_torch_threads, torch_device
 from rag.generator import Generator
 from rag.image_embedder import ImageEmbedder, load_image_embedder
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 from rag.text_embedder import TextEmbedder
+
+logger = logging.getLogger(__name__)
 
 
 def configure_hub() -> None:
@@ -48,21 +52,23 @@ class Models:
     @classmethod
     def load(cls, settings: Settings, with_images: bool = True) -> Models:
         device = torch_device(settings.device)
+        apply_torch_threads(settings.torch_threads)  # once, before any model runs
         text = TextEmbedder(settings.text_model, device)
-        image, status = (load_image_embedder(settings.clip_model, settings.clip_pretrained, device)
+        max_pixels = int(settings.max_image_megapixels * 1_000_000)
+        image, status = (load_image_embedder(settings.clip_model, settings.clip_pretrained, device, max_pixels)
                          if with_images else (None, "Image search by text is off: CLIP not loaded."))
         return cls(settings, text, image, status)
 
     def generator(self) -> Generator:
         with self._generator_lock:
             if self._generator is None:
-                self._generator = Generator(self.settings.generator_model, self.settings.cache_dir,
-                                            torch_device(self.settings.device))
+                self._generator = Generator.from_settings(self.settings, torch_device(self.settings.device))
             return self._generator
 
-    def open_store(self, folder=None) -> KnowledgeBase:
+    def open_store(self, folder: Path | None = None) -> KnowledgeBase:
         return KnowledgeBase(folder or self.settings.store, self.text_embedder.model_id,
-                             self.image_embedder.model_id if self.image_embedder else None)
+                             self.image_embedder.model_id if self.image_embedder else None,
+                             use_gpu=self.settings.device != "cpu")
 
     def assistant(self, kb: KnowledgeBase) -> Assistant:
         retriever = Retriever(kb, self.text_embedder, self.image_embedder, self.settings.retrieval_mode)

@@ -21,3 +21,11 @@ def faiss_gpu_count() -> int:
 
     get = getattr(faiss, "get_num_gpus", None)
     return int(get()) if get else 0
+
+
+def apply_torch_threads(threads: int) -> None:
+    """torch's intra-op threads for this process; 0 leaves torch's default (one per core)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

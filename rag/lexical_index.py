@@ -15,6 +15,7 @@ Snowball English stems (PyStemmer) so "studies" finds "study". Nothing here is t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -28,6 +29,9 @@ import numpy as np
 
 from rag.records import indexed_text
 from rag.store import KnowledgeBase
+from rag.vector_index import scratch_path
+
+logger = logging.getLogger(__name__)
 
 _local = threading.local()
 
@@ -48,7 +52,7 @@ def stemmer():
 # Part of every saved index: an index made with another tokenizer is rebuilt rather than misread.
 TOKENIZER = "bm25s-words2+en-stopwords+" + ("snowball-en/1" if stemmer() is not None else "no-stems/1")
 _PREFIX = "bm25-"
-_FOLDER = re.compile(r"^bm25-(\d+)(?:\.tmp-.*)?$")
+_FOLDER = re.compile(r"bm25-(\d+)(?:\.(?:tmp|old)-.*)?")
 _META = "loupe.json"
 _IDS = "chunk_ids.npy"
 
@@ -121,10 +125,12 @@ class LexicalIndex:
             generation = self.kb.generation
             if self._loaded is not None and self._loaded.generation == generation:
                 return self._loaded
-            loaded = self._load(generation)
+            saved = self._path(generation).is_dir()
+            loaded = self._load(generation) if saved else None
             if loaded is None:
                 loaded = self._build()
-                self._save(loaded)
+                # a saved folder that did not load is replaced, or every new process would rebuild again
+                self._save(loaded, replace=saved and loaded.generation == generation)
             self._remove_stale(loaded.generation)
             self._loaded = loaded
             return loaded
@@ -137,6 +143,8 @@ class LexicalIndex:
         try:
             meta = json.loads((path / _META).read_text())
             if meta.get("tokenizer") != TOKENIZER or meta.get("generation") != generation:
+                logger.info("%s was made by another tokenizer or for another generation; rebuilding from the "
+                            "catalog", path.name)
                 return None
             ids = np.load(path / _IDS)
             if not len(ids):
@@ -146,6 +154,7 @@ class LexicalIndex:
             model = bm25s.BM25.load(str(path), show_progress=False, verbosity=0)
             return _Loaded(generation, ids, model)
         except Exception:  # missing or damaged: the catalog still has every chunk
+            logger.warning("cannot load the BM25 index %s; rebuilding from the catalog", path.name, exc_info=True)
             return None
 
     def _build(self) -> _Loaded:
@@ -168,11 +177,14 @@ class LexicalIndex:
         rows = self.kb.chunk_texts()
         return [chunk_id for chunk_id, _, _ in rows], [indexed_text(heading, text) for _, heading, text in rows]
 
-    def _save(self, loaded: _Loaded) -> None:
+    def _save(self, loaded: _Loaded, replace: bool = False) -> None:
+        """Write the index under a temporary name and rename it into place. An existing folder for the same
+        generation is kept (another process saved it first) unless `replace`: then it is renamed aside
+        first, so that a reader finds either the old folder, none, or the new one, never a mix."""
         target = self._path(loaded.generation)
-        if target.exists():
-            return  # another process saved this generation first
-        partial = target.with_name(f"{target.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+        if target.exists() and not replace:
+            return
+        partial = scratch_path(target)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         try:
@@ -184,14 +196,25 @@ class LexicalIndex:
             for file in partial.iterdir():
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
+            if replace:
+                self._move_aside(target)
             os.replace(partial, target)
         except OSError:  # e.g. another process renamed its copy in first; this one is not needed
             shutil.rmtree(partial, ignore_errors=True)
 
+    @staticmethod
+    def _move_aside(target: Path) -> None:
+        aside = target.with_name(f"{target.name}.old-{os.getpid()}-{threading.get_ident()}")
+        try:
+            os.replace(target, aside)
+        except FileNotFoundError:  # another process moved it aside first
+            return
+        shutil.rmtree(aside, ignore_errors=True)
+
     def _remove_stale(self, generation: int) -> None:
         """Folders of older generations, and partial ones a killed process left; never a newer one."""
         for path in self.kb.folder.glob(f"{_PREFIX}*"):
-            match = _FOLDER.match(path.name)
+            match = _FOLDER.fullmatch(path.name)
             if match and int(match.group(1)) < generation and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
 

@@ -29,6 +29,18 @@ class DocumentInfo:
 
 
 @dataclass(frozen=True)
+class NewDocument:
+    """A document on its way into a store: where it came from and what it is."""
+
+    path: str
+    name: str
+    kind: str
+    sha256: str
+    size_bytes: int
+    pages: int
+
+
+@dataclass(frozen=True)
 class NewChunk:
     page: int
     text: str

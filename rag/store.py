@@ -5,32 +5,54 @@ Layout of the folder:
     text-<generation>.faiss  chunk vectors, a cache of the catalog's
     image-<generation>.faiss image vectors, likewise
     images/<sha256>.<ext>    a copy of every image, so images can be embedded later and shown
+    staging/<pid>-<random>/  a document on its way in: its chunks, vectors and image files
+
+Several processes may share a store (the app, and a CLI ingest beside it). Opening and reading take no
+lock (SQLite's WAL). A document is parsed and embedded into its staging folder without any lock, then
+committed in one short write transaction that also moves its image files into images/; so a second process
+waits at most for one commit, and past the busy timeout gets a clear Busy error.
 
 Every write is one SQLite transaction that bumps the catalog's generation number. The indexes are saved
 under that number by flush() (after a batch of writes); an index whose number is not the catalog's is
-rebuilt from the catalog on open. So a process killed at any point leaves a store that opens consistent, with every
-document either fully present or absent.
+rebuilt from the catalog on open. So a process killed at any point leaves a store that opens consistent,
+with every document either fully present or absent. What such a kill leaves besides (image files moved in
+but not committed, its staging folder, temporary files) is removed by a later open: image files only under
+the write lock, when no other process can be between moving a file in and committing it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import json
+import logging
 import os
+import re
+import secrets
+import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from rag.catalog import Catalog
-from rag.errors import Conflict, LoupeError, NotFound
-from rag.records import ChunkRecord, DocumentInfo, ImageRecord, ModelId, NewChunk
-from rag.vector_index import VectorIndex
+from rag.catalog import BUSY_TIMEOUT_S, Catalog
+from rag.errors import Busy, Conflict, LoupeError, NotFound
+from rag.records import ChunkRecord, DocumentInfo, ImageRecord, ModelId, NewChunk, NewDocument
+from rag.vector_index import VectorIndex, scratch_owner
+
+logger = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite3"
 IMAGES_DIR = "images"
+STAGING_DIR = "staging"
+_INDEX_FILE = re.compile(r"(text|image)-(\d+)\.faiss")
+_STAGING_FOLDER = re.compile(r"(\d+)-[0-9a-f]+")
+# Removing unreferenced image files is housekeeping: it waits this long for the write lock, and otherwise
+# leaves them to a later open rather than hold up the caller.
+SWEEP_WAIT_S = 1.0
 
 
 class StoreError(LoupeError):
@@ -45,26 +67,42 @@ class DocumentNotFound(StoreError, NotFound):
     """No document with that id, path or name."""
 
 
+class AmbiguousDocument(StoreError, Conflict):
+    """A name that several documents share (the CLI's `delete NAME`); the message lists them for the user."""
+
+
+class KnowledgeBaseMissing(StoreError, NotFound):
+    """No knowledge base in the folder the CLI was pointed at."""
+
+
+class DuplicateDocument(StoreError, Conflict):
+    """A document with the same bytes is stored already."""
+
+    def __init__(self, existing: DocumentInfo) -> None:
+        super().__init__(f"already in the knowledge base as '{existing.name}' (id {existing.id})")
+        self.existing = existing
+
+
 class KnowledgeBase:
     def __init__(self, folder: Path, text_model: ModelId, image_model: ModelId | None = None,
-                 use_gpu: bool = True) -> None:
+                 use_gpu: bool = True, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / IMAGES_DIR).mkdir(exist_ok=True)
         self.text_model = text_model
         self.image_model = image_model
-        self._use_gpu = use_gpu
+        self.use_gpu = use_gpu  # False with --device cpu: FAISS then stays on the CPU even when it sees a GPU
         self._lock = threading.RLock()  # guards the reader connection and the in-memory indexes
         self._write_lock = threading.Lock()  # one writer at a time; readers go on meanwhile (WAL)
-        self._reader = Catalog.open(self.folder / CATALOG_FILE)
-        self._writer = Catalog.open(self.folder / CATALOG_FILE)
+        self._reader = Catalog.open(self.folder / CATALOG_FILE, busy_timeout_s)
+        self._writer = Catalog.open(self.folder / CATALOG_FILE, busy_timeout_s)
         self._check_models()
         self._generation = -1
         self._dirty = False  # in-memory indexes ahead of the saved files
         self.text_index = VectorIndex(text_model.dim, use_gpu)
         self.image_index: VectorIndex | None = None
         self._sync()
-        self._remove_orphan_files()
+        self._remove_leftovers()
 
     @classmethod
     def open_existing(cls, folder: Path, text_model: str, use_gpu: bool = True) -> KnowledgeBase:
@@ -78,28 +116,32 @@ class KnowledgeBase:
 
     # --- models -------------------------------------------------------------------------------
     def _check_models(self) -> None:
-        with self._write_lock:
-            self._writer.conn.execute("BEGIN IMMEDIATE")
-            try:
-                self._check_model("text", self.text_model)
-                if self.image_model is not None:
-                    self._check_model("image", self.image_model)
-                self._writer.conn.execute("COMMIT")
-            except BaseException:
-                self._writer.conn.execute("ROLLBACK")
-                raise
+        """Compare the models with those the store recorded, without a lock; a write transaction only to
+        record them in a store that has none yet."""
+        roles = [("text", self.text_model)] + ([("image", self.image_model)] if self.image_model else [])
+        # dim 0: open_existing on a store that no ingest has recorded a model in yet; nothing to record.
+        missing = [(role, model) for role, model in roles
+                   if model.dim and not self._recorded(self._reader, role, model)]
+        if not missing:
+            return
+        with self._write_lock, self._writer.transaction():
+            for role, model in missing:
+                if not self._recorded(self._writer, role, model):  # another process may have recorded it
+                    self._writer.set_meta(f"{role}_model", model.name)
+                    self._writer.set_meta(f"{role}_dim", str(model.dim))
 
-    def _check_model(self, role: str, model: ModelId) -> None:
-        name, dim = self._writer.get_meta(f"{role}_model"), self._writer.get_meta(f"{role}_dim")
+    def _recorded(self, catalog: Catalog, role: str, model: ModelId) -> bool:
+        """Whether the store recorded `model` for `role`; ModelMismatch when it recorded another one."""
+        name, dim = catalog.get_meta(f"{role}_model"), catalog.get_meta(f"{role}_dim")
         if name is None:
-            self._writer.set_meta(f"{role}_model", model.name)
-            self._writer.set_meta(f"{role}_dim", str(model.dim))
-        elif name != model.name or int(dim or 0) != model.dim:
+            return False
+        if name != model.name or int(dim or 0) != model.dim:
             raise ModelMismatch(
                 f"{self.folder.name}: this knowledge base was built with the {role} model '{name}' ({dim}-d), "
                 f"but Loupe is set to use '{model.name}' ({model.dim}-d). Vectors from different models "
                 f"cannot be mixed: set the {role} model back to '{name}', or use another --store folder."
             )
+        return True
 
     # --- index maintenance --------------------------------------------------------------------
     @property
@@ -111,28 +153,32 @@ class KnowledgeBase:
     def _sync(self) -> None:
         """Bring the in-memory indexes up to the catalog's generation (another process may have written)."""
         with self._lock:
-            generation = self._reader.generation()
-            if generation == self._generation:
+            if self._reader.generation() == self._generation:
                 return
+            with self._reader.snapshot():  # the generation and the vectors rebuilt under it agree
+                generation = self._reader.generation()
+                text_index = self._load_or_rebuild("text", self.text_model.dim, generation,
+                                                   self._reader.iter_chunk_vectors)
+                image_dim = self._reader.get_meta("image_dim")
+                image_index = None if image_dim is None else self._load_or_rebuild(
+                    "image", int(image_dim), generation, self._reader.iter_image_vectors)
+            self.text_index, self.image_index = text_index, image_index
             self._dirty = False  # reloaded from the catalog: whatever was unsaved is in there
-            self.text_index = self._load_or_rebuild("text", self.text_model.dim, generation,
-                                                    self._reader.iter_chunk_vectors)
-            image_dim = self._reader.get_meta("image_dim")
-            self.image_index = None if image_dim is None else self._load_or_rebuild(
-                "image", int(image_dim), generation, self._reader.iter_image_vectors)
             self._generation = generation
 
     def _index_path(self, role: str, generation: int) -> Path:
         return self.folder / f"{role}-{generation}.faiss"
 
-    def _load_or_rebuild(self, role: str, dim: int, generation: int, source) -> VectorIndex:
+    def _load_or_rebuild(self, role: str, dim: int, generation: int,
+                         source: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]) -> VectorIndex:
         path = self._index_path(role, generation)
         if path.exists():
             try:
-                return VectorIndex.load(path, dim, self._use_gpu)
+                return VectorIndex.load(path, dim, self.use_gpu)
             except Exception:  # a damaged cache file: the catalog still has every vector
-                pass
-        index = VectorIndex(dim, self._use_gpu)
+                logger.warning("%s: cannot read %s; rebuilding from the catalog", self.folder.name, path.name,
+                               exc_info=True)
+        index = VectorIndex(dim, self.use_gpu)
         for ids, vectors in source(dim):
             index.add(ids, vectors)
         self._save_index(index, role, generation)
@@ -141,16 +187,39 @@ class KnowledgeBase:
     def _save_index(self, index: VectorIndex, role: str, generation: int) -> None:
         index.save(self._index_path(role, generation))
         for old in self.folder.glob(f"{role}-*.faiss"):
-            if old.name != f"{role}-{generation}.faiss":
+            match = _INDEX_FILE.fullmatch(old.name)
+            if match and int(match.group(2)) < generation:  # never a newer one another process just saved
                 old.unlink(missing_ok=True)
 
-    def _remove_orphan_files(self) -> None:
-        """Image files written by an ingest that died before its commit."""
+    def _remove_leftovers(self) -> None:
+        """What killed processes left: staging folders, temporary index files, uncommitted image files."""
+        for folder in _children(self.folder / STAGING_DIR):
+            match = _STAGING_FOLDER.fullmatch(folder.name)
+            if match and not _process_alive(int(match.group(1))):
+                shutil.rmtree(folder, ignore_errors=True)
+        for path in self.folder.glob("*.faiss.tmp-*"):
+            owner = scratch_owner(path)
+            if owner is not None and not _process_alive(owner):
+                path.unlink(missing_ok=True)
         with self._lock:
             in_use = self._reader.image_files_in_use()
-        for path in (self.folder / IMAGES_DIR).iterdir():
-            if path.name not in in_use:
-                path.unlink(missing_ok=True)
+        candidates = {path.name for path in _children(self.folder / IMAGES_DIR)} - in_use
+        with self._write_lock:
+            self._sweep_images(candidates)
+
+    def _sweep_images(self, candidates: set[str]) -> None:
+        """Delete those of `candidates` that no image refers to. Only inside a write transaction: no other
+        process is then between moving an image file in and committing it, so an unreferenced file is an
+        orphan. The caller holds _write_lock."""
+        if not candidates:
+            return
+        try:
+            with self._writer.transaction(busy_timeout_s=SWEEP_WAIT_S):
+                for name in candidates - self._writer.image_files_in_use():
+                    (self.folder / IMAGES_DIR / name).unlink(missing_ok=True)
+        except Busy:
+            logger.info("%s: another process is writing; %d unreferenced image files are left for later",
+                        self.folder.name, len(candidates))
 
     # --- reads --------------------------------------------------------------------------------
     def documents(self) -> list[DocumentInfo]:
@@ -177,7 +246,7 @@ class KnowledgeBase:
             raise DocumentNotFound(f"no document '{reference}' in {self.folder.name}")
         if len(matches) > 1:
             listed = ", ".join(f"{d.id} ({d.path})" for d in matches)
-            raise StoreError(f"'{reference}' matches several documents: {listed}; give the id instead")
+            raise AmbiguousDocument(f"'{reference}' matches several documents: {listed}; give the id instead")
         return matches[0]
 
     def search_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[ChunkRecord, float]]:
@@ -222,19 +291,45 @@ class KnowledgeBase:
 
     # --- writes -------------------------------------------------------------------------------
     @contextmanager
+    def staging(self) -> Iterator[StagedDocument]:
+        """A private folder for one document on its way in, removed afterwards, committed or not. Named after
+        this process: other processes leave it alone while the process lives, and remove it once it is dead."""
+        folder = self.folder / STAGING_DIR / f"{os.getpid()}-{secrets.token_hex(8)}"
+        folder.mkdir(parents=True)
+        try:
+            yield StagedDocument(folder, self.text_model.dim)
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def commit(self, document: NewDocument, staged: StagedDocument) -> tuple[int, list[DocumentInfo]]:
+        """Add a staged document in one short transaction, with the documents from the same path it replaces
+        deleted in that transaction; returns (its id, the replaced documents). DuplicateDocument when the
+        same bytes are stored already, perhaps by another process since the caller looked."""
+        with self.write() as writer:
+            existing = writer.document_by_sha(document.sha256)
+            if existing is not None:
+                raise DuplicateDocument(existing)
+            replaced = [writer.delete_document(d.id) for d in writer.documents_by_path(document.path)]
+            document_id = writer.add_document(document)
+            writer.add_staged(document_id, staged)
+        return document_id, replaced
+
+    @contextmanager
     def write(self) -> Iterator[Writer]:
-        """One transaction: everything done through the writer lands together, or nothing does."""
+        """One transaction: everything done through the writer lands together, or nothing does. Keep it
+        short (stage first): other processes wait for it. Busy when another process's write outlasts the
+        busy timeout."""
         with self._write_lock:
             writer = Writer(self, self._writer)
-            self._writer.conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield writer
-                generation = self._writer.bump_generation()
-                self._writer.conn.execute("COMMIT")
-            except BaseException:
-                self._writer.conn.execute("ROLLBACK")
-                raise
+            with self._writer.transaction():
+                try:
+                    yield writer
+                    generation = self._writer.bump_generation()
+                except BaseException:
+                    writer.remove_placed_files()  # before the rollback, while no other process can use them
+                    raise
             self._apply(writer, generation)
+            self._sweep_images(writer.removed_files)
 
     def _apply(self, writer: Writer, generation: int) -> None:
         """Mirror a committed write into the in-memory indexes and save them under the new generation."""
@@ -246,7 +341,7 @@ class KnowledgeBase:
             self.text_index.add(np.array(writer.added_chunk_ids, np.int64), _stack(writer.added_chunk_vectors))
             if writer.added_image_ids or writer.removed_images:
                 if self.image_index is None and self.image_model is not None:
-                    self.image_index = VectorIndex(self.image_model.dim, self._use_gpu)
+                    self.image_index = VectorIndex(self.image_model.dim, self.use_gpu)
                 if self.image_index is not None:
                     self.image_index.remove(np.array(writer.removed_images, np.int64))
                     self.image_index.add(np.array(writer.added_image_ids, np.int64),
@@ -255,8 +350,6 @@ class KnowledgeBase:
             # Saved by flush(), not here: rewriting the whole index after every file would make a folder of
             # N files cost O(N^2). Until then the catalog is ahead of the files, which open() repairs.
             self._dirty = True
-        if writer.removed_images:
-            self._remove_orphan_files()
 
     def flush(self) -> None:
         """Save the in-memory indexes under the current generation (after a batch of writes)."""
@@ -276,17 +369,72 @@ class KnowledgeBase:
 
     def close(self) -> None:
         self.flush()
-        with self._lock, self._write_lock:
+        with self._write_lock, self._lock:  # the order write() takes them in
             self._reader.close()
             self._writer.close()
 
 
 def require_store(folder: Path) -> Path:
-    """The catalog of an existing knowledge base, or a StoreError that says how to make one."""
+    """The catalog of an existing knowledge base, or an error that says how to make one. For the CLI, whose
+    user named the folder: the message holds its path (no network surface calls this)."""
     catalog_path = Path(folder) / CATALOG_FILE
     if not catalog_path.exists():
-        raise StoreError(f"no knowledge base at {folder}: run `python -m rag ingest PATH` first")
+        raise KnowledgeBaseMissing(f"no knowledge base at {folder}: run `python -m rag ingest PATH` first")
     return catalog_path
+
+
+@dataclass(frozen=True)
+class _StagedImage:
+    page: int
+    name: str
+    sha256: str
+    file_name: str  # in the staging folder now, in images/ once committed
+    vector: np.ndarray | None
+
+
+class StagedDocument:
+    """A document's chunks, vectors and image files, on disk in its staging folder until one short
+    transaction commits them (KnowledgeBase.commit). Filled while parsing and embedding, without any lock.
+    Chunks go to disk a batch at a time, so a 1,000-page PDF does not sit in memory."""
+
+    def __init__(self, folder: Path, text_dim: int) -> None:
+        self.folder = folder
+        self._text_dim = text_dim
+        self._batches = 0
+        self.chunk_count = 0
+        self.images: list[_StagedImage] = []
+
+    @property
+    def empty(self) -> bool:
+        return self.chunk_count == 0 and not self.images
+
+    def add_chunks(self, chunks: list[NewChunk], vectors: np.ndarray) -> None:
+        if not chunks:
+            return
+        vectors = _checked_vectors(chunks, vectors, self._text_dim)
+        stem = self.folder / f"chunks-{self._batches:06d}"
+        rows = [[c.page, c.heading, c.text, c.ocr] for c in chunks]
+        stem.with_suffix(".json").write_text(json.dumps(rows), encoding="utf-8")
+        np.save(stem.with_suffix(".npy"), vectors)
+        self._batches += 1
+        self.chunk_count += len(chunks)
+
+    def chunk_batches(self) -> Iterator[tuple[list[NewChunk], np.ndarray]]:
+        """The staged chunks and their vectors, read back one batch at a time."""
+        for number in range(self._batches):
+            stem = self.folder / f"chunks-{number:06d}"
+            rows = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+            chunks = [NewChunk(page, text, heading, bool(ocr)) for page, heading, text, ocr in rows]
+            yield chunks, np.load(stem.with_suffix(".npy"), allow_pickle=False)
+
+    def add_image(self, page: int, name: str, data: bytes, vector: np.ndarray | None) -> None:
+        """Keep a copy of an image (named by its content); vector None = embed later."""
+        sha = hashlib.sha256(data).hexdigest()
+        file_name = f"{sha}.{_image_extension(data)}"
+        path = self.folder / file_name
+        if not path.exists():  # the same picture twice in a document is stored once
+            path.write_bytes(data)
+        self.images.append(_StagedImage(page, name, sha, file_name, vector))
 
 
 class Writer:
@@ -301,36 +449,55 @@ class Writer:
         self.added_image_ids: list[int] = []
         self.added_image_vectors: list[np.ndarray] = []
         self.removed_images: list[int] = []
+        self.removed_files: set[str] = set()  # image files that may now be unreferenced
+        self._placed: list[Path] = []  # image files this transaction moved into images/
 
-    def add_document(self, path: str, name: str, kind: str, sha256: str, size_bytes: int, pages: int) -> int:
-        return self._catalog.add_document(path, name, kind, sha256, size_bytes, pages)
+    def document_by_sha(self, sha256: str) -> DocumentInfo | None:
+        return self._catalog.document_by_sha(sha256)
+
+    def documents_by_path(self, path: str) -> list[DocumentInfo]:
+        return self._catalog.documents_by_path(path)
+
+    def add_document(self, document: NewDocument) -> int:
+        return self._catalog.add_document(document)
 
     def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray) -> None:
         if len(chunks) == 0:
             return
-        if vectors.shape != (len(chunks), self._kb.text_model.dim):
-            dim = self._kb.text_model.dim
-            raise ValueError(f"expected {len(chunks)} vectors of dimension {dim}, got {vectors.shape}")
+        vectors = _checked_vectors(chunks, vectors, self._kb.text_model.dim)
         self.added_chunk_ids += self._catalog.add_chunks(document_id, first_ordinal, chunks, vectors)
-        self.added_chunk_vectors.append(np.asarray(vectors, np.float32))
+        self.added_chunk_vectors.append(vectors)
 
-    def add_image(self, document_id: int, page: int, name: str, data: bytes, vector: np.ndarray | None) -> int:
-        """Keep a copy of the image (content-addressed) and record it; vector None = embed later."""
-        sha = hashlib.sha256(data).hexdigest()
-        file_name = f"{sha}.{_image_extension(data)}"
+    def add_staged(self, document_id: int, staged: StagedDocument) -> None:
+        """Record a staged document's chunks and images, moving its image files into images/."""
+        ordinal = 0
+        for chunks, vectors in staged.chunk_batches():
+            self.add_chunks(document_id, ordinal, chunks, vectors)
+            ordinal += len(chunks)
+        for image in staged.images:
+            self._place(staged.folder / image.file_name, image.file_name)
+            image_id = self._catalog.add_image(document_id, image.page, image.name, image.sha256, image.file_name,
+                                               image.vector)
+            if image.vector is not None:
+                self._record_image_vector(image_id, image.vector)
+
+    def _place(self, source: Path, file_name: str) -> None:
+        """Move a staged image file into images/ unless that content is there already. Inside the write
+        transaction: no sweep can run meanwhile, so a file found there stays until this commit refers to it."""
         target = self._kb.folder / IMAGES_DIR / file_name
         if not target.exists():
-            tmp = target.with_name(file_name + ".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, target)
-        image_id = self._catalog.add_image(document_id, page, name, sha, file_name, vector)
-        if vector is not None:
-            self._record_image_vector(image_id, vector)
-        return image_id
+            os.replace(source, target)
+            self._placed.append(target)
+
+    def remove_placed_files(self) -> None:
+        """Undo _place for a transaction that is about to roll back."""
+        for path in self._placed:
+            path.unlink(missing_ok=True)
+        self._placed.clear()
 
     def set_image_vector(self, image_id: int, vector: np.ndarray) -> None:
-        self._catalog.set_image_vector(image_id, vector)
-        self._record_image_vector(image_id, vector)
+        if self._catalog.set_image_vector(image_id, vector):  # else deleted meanwhile, maybe by another process
+            self._record_image_vector(image_id, vector)
 
     def _record_image_vector(self, image_id: int, vector: np.ndarray) -> None:
         model = self._kb.image_model
@@ -343,10 +510,35 @@ class Writer:
         info = next(iter(self._catalog.documents("WHERE d.id = ?", (document_id,))), None)
         if info is None:
             raise DocumentNotFound(f"no document with id {document_id}")
-        chunk_ids, image_ids = self._catalog.delete_document(document_id)
-        self.removed_chunks += chunk_ids
-        self.removed_images += image_ids
+        removed = self._catalog.delete_document(document_id)
+        self.removed_chunks += removed.chunk_ids
+        self.removed_images += removed.image_ids
+        self.removed_files |= removed.image_files
         return info
+
+
+def _checked_vectors(chunks: list[NewChunk], vectors: np.ndarray, dim: int) -> np.ndarray:
+    vectors = np.asarray(vectors, np.float32)
+    if vectors.shape != (len(chunks), dim):
+        raise ValueError(f"expected {len(chunks)} vectors of dimension {dim}, got {vectors.shape}")
+    return vectors
+
+
+def _children(folder: Path) -> list[Path]:
+    return list(folder.iterdir()) if folder.is_dir() else []
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (another user's counts too)."""
+    if os.name == "nt":  # there os.kill(pid, 0) would end the process: count it alive, leave its files
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, and another user's
+        pass
+    return True
 
 
 def _stack(parts: list[np.ndarray]) -> np.ndarray:
@@ -359,5 +551,5 @@ def _image_extension(data: bytes) -> str:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return (image.format or "bin").lower()
-    except Exception:
+    except (OSError, ValueError, Image.DecompressionBombError):  # not an image PIL knows: stored as it is
         return "bin"

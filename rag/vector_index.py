@@ -8,6 +8,8 @@ the catalog commit and the index save, or another process writing the store).
 from __future__ import annotations
 
 import os
+import re
+import threading
 from pathlib import Path
 
 import faiss
@@ -15,14 +17,34 @@ import numpy as np
 
 from rag.devices import faiss_gpu_count
 
+_SCRATCH = re.compile(r".+\.tmp-(\d+)-\d+")
+
+
+def scratch_path(path: Path) -> Path:
+    """Where to write `path` before renaming it into place. Unique to this process and thread, so two
+    writers never interleave in one file; and a leftover names its owner, so it can be removed once that
+    process is dead."""
+    return path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+
+
+def scratch_owner(path: Path) -> int | None:
+    """The process id in a name made by scratch_path, else None."""
+    match = _SCRATCH.fullmatch(path.name)
+    return int(match.group(1)) if match else None
+
 
 class VectorIndex:
     def __init__(self, dim: int, use_gpu: bool = True) -> None:
         self.dim = dim
         self._cpu = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        self._use_gpu = use_gpu and faiss_gpu_count() > 0
+        self._use_gpu = use_gpu and faiss_gpu_count() > 0  # use_gpu False: --device cpu
         self._gpu: faiss.Index | None = None  # rebuilt lazily: GPU flat indexes cannot remove ids
         self._gpu_resources = faiss.StandardGpuResources() if self._use_gpu else None
+
+    @property
+    def on_gpu(self) -> bool:
+        """Whether searches run on the GPU."""
+        return self._use_gpu
 
     @property
     def size(self) -> int:
@@ -61,11 +83,15 @@ class VectorIndex:
 
     def save(self, path: Path) -> None:
         """Write atomically: a reader never sees half a file, even if the process dies mid-write."""
-        tmp = path.with_name(path.name + ".tmp")
-        faiss.write_index(self._cpu, str(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        tmp = scratch_path(path)
+        try:
+            faiss.write_index(self._cpu, str(tmp))
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, path: Path, dim: int, use_gpu: bool = True) -> VectorIndex:

@@ -59,6 +59,7 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
     expected = {d.name: d.chunks for d in reference.documents()}
 
     kb = KnowledgeBase(store, text_embedder.model_id, use_gpu=False)
+    assert list((store / "staging").iterdir()) == []  # the killed process's half-staged file is gone
     documents = kb.documents()
     for document in documents:
         ordinals = [c.ordinal for c in kb.chunks_of_document(document.id)]

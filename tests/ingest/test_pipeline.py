@@ -8,6 +8,7 @@ import pytest
 
 from ingest.ocr import OcrEngine
 from ingest.pipeline import Ingestor
+from rag.store import KnowledgeBase
 from tests.builders import make_pdf, png_bytes, sample_image
 
 PAGES = [
@@ -101,7 +102,8 @@ def test_bad_files_fail_one_by_one_and_change_nothing(models, corpus, tmp_path):
     for name, message in failed.items():
         assert name in message  # every message names its file...
         assert len(message) > len(name) + 5  # ...and gives a reason
-    assert "unsupported file type" in failed["slides.pptx"]
+    # the type comes from the bytes, not the name: a zip that is no Word document is refused as what it is
+    assert "not a supported document" in failed["slides.pptx"]
     assert "empty" in failed["empty.txt"]
     after = [(d.id, d.sha256, d.chunks) for d in loader.kb.documents()]
     assert after[: len(before)] == before and len(after) == len(before) + 1
@@ -190,3 +192,24 @@ def test_large_file_streams_through_in_batches(models, tmp_path):
     ordinals = [c.ordinal for c in loader.kb.chunks_of_document(outcome.document_id)]
     assert ordinals == list(range(outcome.chunks))
     assert loader.kb.text_index.size == outcome.chunks
+
+
+def test_same_file_from_another_process_meanwhile_is_a_duplicate(models, corpus):
+    """While this ingest parses and embeds (no lock held), another store object, as another process would,
+    commits the same bytes: the check inside the commit's transaction makes this one a duplicate."""
+    loader = ingestor(models)
+    other = Ingestor(KnowledgeBase(loader.kb.folder, models.text_embedder.model_id), models.settings,
+                     models.text_embedder)
+    tea = corpus / "notes" / "tea.txt"
+    raced: list[str] = []
+
+    def on_progress(name, stage, done, total):
+        if stage == "embed" and not raced:
+            raced.append(other.ingest([tea]).outcomes[0].status)
+
+    outcome = loader.ingest([tea], on_progress=on_progress).outcomes[0]
+    assert raced == ["added"]
+    assert outcome.status == "duplicate" and "already in the knowledge base as 'tea.txt'" in outcome.message
+    assert len(loader.kb.documents()) == 1
+    hits = models.assistant(loader.kb).retriever.search("green tea", 5, mode="dense")
+    assert [h.chunk.file for h in hits] == ["tea.txt"]

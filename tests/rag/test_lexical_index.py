@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from ingest.pipeline import Ingestor
 from rag.lexical_index import LexicalIndex, tokenize
@@ -98,3 +99,18 @@ def test_an_empty_store_has_no_hits(models):
     kb = models.open_store()
     assert LexicalIndex(kb).search("anything", 5) == []
     assert bm25_folders(kb) == [f"bm25-{kb.generation}"]
+
+
+def test_a_damaged_folder_is_rebuilt_once_and_the_rebuilt_copy_saved(models, tmp_path, caplog):
+    kb = ingest(models, tmp_path / "docs", FILES)
+    LexicalIndex(kb).refresh()
+    generation = kb.generation
+    saved = kb.folder / f"bm25-{generation}"
+    for file in saved.glob("*.npy"):
+        file.write_bytes(b"garbage")
+    with caplog.at_level(logging.WARNING, logger="rag.lexical_index"):
+        assert names(kb, LexicalIndex(kb).search("gate valve", 3)) == ["valves.txt"]  # a new process: rebuilds
+    [warning] = [r for r in caplog.records if r.name == "rag.lexical_index"]
+    assert "rebuilding from the catalog" in warning.getMessage() and warning.exc_info is not None
+    assert LexicalIndex(kb)._load(generation) is not None  # the next new process loads the rebuilt copy
+    assert bm25_folders(kb) == [f"bm25-{generation}"]  # replaced in place: nothing set aside is left

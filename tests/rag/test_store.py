@@ -1,10 +1,21 @@
-"""The knowledge base on disk: persistence, deletion, model checks, and recovery after a crash."""
+"""The knowledge base on disk: persistence, deletion, model checks, recovery after a crash, and sharing a store
+with another process (no lock to read, short writes, a clear Busy, image files never swept while in flight)."""
+
+import os
+import sqlite3
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 
-from rag.records import ModelId, NewChunk
-from rag.store import KnowledgeBase, StoreError
+from rag.components import Models
+from rag.errors import Busy
+from rag.records import ModelId, NewChunk, NewDocument
+from rag.store import DuplicateDocument, KnowledgeBase, StoreError
+from rag.vector_index import scratch_path
+from tests.conftest import make_settings
 
 TEXT = ModelId("test-text", 4)
 IMAGE = ModelId("test-image", 3)
@@ -15,9 +26,13 @@ def unit(*values):
     return vector / np.linalg.norm(vector)
 
 
+def new_document(name, sha=None, kind="text"):
+    return NewDocument(f"/docs/{name}", name, kind, sha or name, 10, 1)
+
+
 def add_doc(kb, name, vectors, sha=None):
     with kb.write() as writer:
-        doc = writer.add_document(f"/docs/{name}", name, "text", sha or name, 10, 1)
+        doc = writer.add_document(new_document(name, sha))
         chunks = [NewChunk(page=i + 1, text=f"{name} chunk {i}") for i in range(len(vectors))]
         writer.add_chunks(doc, 0, chunks, np.stack(vectors))
     return doc
@@ -51,7 +66,7 @@ def test_failed_write_leaves_store_unchanged(tmp_path):
     kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
     add_doc(kb, "a.txt", [unit(1, 0, 0, 0)])
     with pytest.raises(RuntimeError), kb.write() as writer:
-        doc = writer.add_document("/docs/c.txt", "c.txt", "text", "c", 1, 1)
+        doc = writer.add_document(new_document("c.txt"))
         writer.add_chunks(doc, 0, [NewChunk(1, "c")], unit(0, 0, 0, 1)[None])
         raise RuntimeError("reader failed half-way")
     assert [d.name for d in kb.documents()] == ["a.txt"]
@@ -89,10 +104,10 @@ def test_second_process_writes_are_seen(tmp_path):
 
 def test_images_without_vectors_wait_and_are_embedded_later(tmp_path):
     kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)  # no image model: CLIP weights missing
-    with kb.write() as writer:
-        doc = writer.add_document("/docs/p.png", "p.png", "image", "p", 1, 1)
-        image_id = writer.add_image(doc, 1, "p.png", b"\x89PNG fake bytes", None)
-    assert [i.id for i in kb.images_waiting()] == [image_id]
+    with kb.staging() as staged:
+        staged.add_image(1, "p.png", b"\x89PNG fake bytes", None)
+        doc, _ = kb.commit(new_document("p.png", kind="image"), staged)
+    [image_id] = [i.id for i in kb.images_waiting()]
     assert kb.search_images(unit(1, 0, 0)[None], 1) == []
     kb.close()
     kb = KnowledgeBase(tmp_path, TEXT, IMAGE, use_gpu=False)
@@ -105,3 +120,150 @@ def test_images_without_vectors_wait_and_are_embedded_later(tmp_path):
     kb.delete(doc)
     assert kb.search_images(unit(1, 0, 0)[None], 1) == []
     assert list((tmp_path / "images").iterdir()) == []  # the stored copy goes with its document
+
+
+@pytest.fixture
+def held_write_lock(tmp_path):
+    """Another process in the middle of a write transaction (a raw SQLite connection holding the lock)."""
+    holders = []
+
+    def hold(folder):
+        conn = sqlite3.connect(str(folder / "catalog.sqlite3"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        holders.append(conn)
+        return conn
+
+    yield hold
+    for conn in holders:
+        conn.rollback()
+        conn.close()
+
+
+def test_opening_and_reading_take_no_write_lock(tmp_path, held_write_lock):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    add_doc(kb, "a.txt", [unit(1, 0, 0, 0)])
+    kb.close()
+    held_write_lock(tmp_path)
+    reader = KnowledgeBase(tmp_path, TEXT, use_gpu=False)  # the old code waited 30 s here, then failed
+    assert [d.name for d in reader.documents()] == ["a.txt"]
+    assert reader.search_chunks(unit(1, 0, 0, 0)[None], 1)[0][0].file == "a.txt"
+    assert [d.name for d in KnowledgeBase.open_existing(tmp_path, TEXT.name, use_gpu=False).documents()] == ["a.txt"]
+
+
+def test_a_write_that_waits_too_long_is_a_clear_busy_error(tmp_path, held_write_lock):
+    kb = KnowledgeBase(tmp_path / "kb", TEXT, use_gpu=False, busy_timeout_s=0.2)
+    doc = add_doc(kb, "a.txt", [unit(1, 0, 0, 0)])
+    held_write_lock(tmp_path / "kb")
+    with pytest.raises(Busy) as caught:
+        kb.delete(doc)
+    message = str(caught.value)
+    assert message == "the knowledge base 'kb' is busy: another process is writing to it; try again in a moment"
+    assert [d.name for d in kb.documents()] == ["a.txt"]
+
+
+def test_files_of_a_dead_process_are_removed_and_a_live_ones_kept(tmp_path, held_write_lock):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    with kb.staging() as staged:
+        staged.add_image(1, "p.png", b"\x89PNG kept bytes", None)
+        kb.commit(new_document("p.png", kind="image"), staged)
+    kb.close()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    for owner in (dead_pid, os.getpid()):
+        (tmp_path / "staging" / f"{owner}-00ff").mkdir(parents=True)
+        (tmp_path / "staging" / f"{owner}-00ff" / "chunks-000000.json").write_text("[]")
+    (tmp_path / f"text-9.faiss.tmp-{dead_pid}-1").write_bytes(b"half an index")
+    orphan = tmp_path / "images" / "0123.png"  # moved in by an ingest killed before its commit
+    orphan.write_bytes(b"orphan")
+
+    held_write_lock(tmp_path)  # another process is committing: its new files may not be referenced yet
+    KnowledgeBase(tmp_path, TEXT, use_gpu=False).close()
+    assert orphan.exists()  # not swept without the write lock
+    assert not (tmp_path / "staging" / f"{dead_pid}-00ff").exists()
+    assert (tmp_path / "staging" / f"{os.getpid()}-00ff").exists()
+    assert not (tmp_path / f"text-9.faiss.tmp-{dead_pid}-1").exists()
+
+
+def test_orphan_images_are_swept_under_the_write_lock(tmp_path):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    with kb.staging() as staged:
+        staged.add_image(1, "p.png", b"\x89PNG kept bytes", None)
+        kb.commit(new_document("p.png", kind="image"), staged)
+    kb.close()
+    orphan = tmp_path / "images" / "0123.png"
+    orphan.write_bytes(b"orphan")
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    assert not orphan.exists()
+    assert [kb.image_path(i).read_bytes() for i in kb.images_waiting()] == [b"\x89PNG kept bytes"]
+
+
+def test_images_placed_by_an_uncommitted_write_survive_another_open(tmp_path):
+    """Between moving staged image files into images/ and COMMIT, another process opens the store: the files are
+    not referenced yet, and must not be swept."""
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    with kb.staging() as staged:
+        staged.add_image(1, "p.png", b"\x89PNG new bytes", None)
+        with kb.write() as writer:
+            writer.add_staged(writer.add_document(new_document("p.png", kind="image")), staged)
+            placed = list((tmp_path / "images").iterdir())
+            KnowledgeBase(tmp_path, TEXT, use_gpu=False).close()
+            assert [p.exists() for p in placed] == [True]
+    assert [kb.image_path(i).read_bytes() for i in kb.images_waiting()] == [b"\x89PNG new bytes"]
+
+
+def test_a_rolled_back_write_takes_its_image_files_back(tmp_path):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    with kb.staging() as staged, pytest.raises(RuntimeError):
+        staged.add_image(1, "p.png", b"\x89PNG new bytes", None)
+        with kb.write() as writer:
+            writer.add_staged(writer.add_document(new_document("p.png", kind="image")), staged)
+            raise RuntimeError("killed before the commit")
+    assert list((tmp_path / "images").iterdir()) == []
+    assert kb.documents() == []
+
+
+def test_same_bytes_committed_by_another_process_first_are_a_duplicate(tmp_path):
+    kb, other = KnowledgeBase(tmp_path, TEXT, use_gpu=False), KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    with kb.staging() as staged:
+        staged.add_chunks([NewChunk(1, "text")], unit(1, 0, 0, 0)[None])
+        add_doc(other, "copy.txt", [unit(1, 0, 0, 0)], sha="same")
+        with pytest.raises(DuplicateDocument, match="already in the knowledge base as 'copy.txt'"):
+            kb.commit(new_document("a.txt", sha="same"), staged)
+    assert [d.name for d in kb.documents()] == ["copy.txt"]
+
+
+def test_a_big_document_is_staged_on_disk_and_committed_whole(tmp_path):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    with kb.staging() as staged:
+        for batch in range(5):
+            staged.add_chunks([NewChunk(batch + 1, f"batch {batch} chunk {i}") for i in range(10)],
+                              np.tile(unit(1, batch, 0, 0), (10, 1)))
+        assert len(list(staged.folder.glob("chunks-*.npy"))) == 5  # on disk, not held in memory
+        doc, replaced = kb.commit(new_document("big.txt"), staged)
+    assert replaced == [] and list((tmp_path / "staging").iterdir()) == []
+    chunks = kb.chunks_of_document(doc)
+    assert [c.ordinal for c in chunks] == list(range(50)) and chunks[49].text == "batch 4 chunk 9"
+    assert kb.text_index.size == 50
+    with kb.staging() as staged:  # the same path again: the old version goes in the same transaction
+        staged.add_chunks([NewChunk(1, "new")], unit(0, 1, 0, 0)[None])
+        new, replaced = kb.commit(NewDocument("/docs/big.txt", "big.txt", "text", "v2", 3, 1), staged)
+    assert [d.id for d in replaced] == [doc] and [d.id for d in kb.documents()] == [new]
+    assert kb.text_index.size == 1
+
+
+def test_index_files_are_written_under_a_name_of_their_own(tmp_path):
+    names = [scratch_path(tmp_path / "text-1.faiss").name]
+    thread = threading.Thread(target=lambda: names.append(scratch_path(tmp_path / "text-1.faiss").name))
+    thread.start()
+    thread.join()
+    assert names[0] != names[1] and all(f".tmp-{os.getpid()}-" in name for name in names)
+
+
+def test_device_cpu_keeps_faiss_on_the_cpu(monkeypatch, tmp_path, text_embedder):
+    # No GPU exists on this machine: pretend FAISS sees one, to check which indexes would go to it.
+    monkeypatch.setattr("rag.vector_index.faiss_gpu_count", lambda: 1)
+    for device, on_gpu in (("cpu", False), ("auto", True)):
+        models = Models(make_settings(tmp_path / device, device=device), text_embedder, None, "")
+        kb = models.open_store()
+        assert kb.text_index.on_gpu is on_gpu, device
+        kb.close()
