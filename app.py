@@ -24,22 +24,32 @@ import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import html  # noqa: E402
 import io  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
-import traceback  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import gradio as gr  # noqa: E402
 
 import app_views as views  # noqa: E402
-from app_service import FileRow, LoupeService, ServiceError, answer_meta  # noqa: E402
+from app_service import FileRow, LoupeService, answer_meta  # noqa: E402
+from ingest.parse_worker import warm_up  # noqa: E402
 from rag.answering import Answer  # noqa: E402
 from rag.conversations import check_session, new_session_id  # noqa: E402
 from rag.followups import Rewrite  # noqa: E402
-from rag.store import StoreError  # noqa: E402
-from webapi import add_named_endpoints, add_rest_routes  # noqa: E402
+from rag.logs import configure_logging  # noqa: E402
+from webapi import (  # noqa: E402
+    ReceivedFiles,
+    add_named_endpoints,
+    add_rest_routes,
+    app_kwargs,
+    gradio_error,
+    user_message,
+)
 
+# Named, not __name__: run as a script that is "__main__", a logger configure_logging leaves alone.
+logger = logging.getLogger("app")
 PRIVATE = {"api_visibility": "private"}  # UI events: not part of the documented Gradio API
 
 
@@ -58,7 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--device", choices=("auto", "cpu", "cuda"), help="env LOUPE_DEVICE")
     add("--max-upload-mb", dest="max_upload_mb", type=float, help="largest upload, per file (env LOUPE_MAX_UPLOAD_MB)")
     add("--max-upload-files", dest="max_upload_files", type=int, help="files per upload (env LOUPE_MAX_UPLOAD_FILES)")
+    add("--allowed-origins", dest="allowed_origins",
+        help="comma-separated scheme://host:port of other sites whose pages may send changes "
+             "(env LOUPE_ALLOWED_ORIGINS)")
+    add("--public-demo", dest="public_demo", action="store_const", const=True,
+        help="serving beyond this computer without --auth is meant: a public demo (env LOUPE_PUBLIC_DEMO)")
     return parser
+
+
+def exposure_notice(settings: Settings) -> str:
+    return views.exposure_notice(settings.host, settings.share, settings.auth, settings.public_demo)
 
 
 # --- the UI -----------------------------------------------------------------------------------------
@@ -77,6 +96,10 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         return status, gr.Column(visible=not docs), table, picker
 
     with gr.Blocks(title="Loupe — ask your documents") as demo:
+        received = ReceivedFiles(demo, int(settings.max_upload_mb * 1024 * 1024))
+        service.on_display_removed = received.remove_cached_copies
+        exposure = exposure_notice(settings)
+        gr.Markdown(exposure, visible=bool(exposure), elem_id="exposure-warning")
         session = gr.State(None)  # the browser's session id, from localStorage (SESSION_JS) at page load
         session_carrier = gr.Textbox(visible=False)
         sources_state = gr.State([])
@@ -142,8 +165,9 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                         image_query = gr.Textbox(label="Describe the image", interactive=clip_on)
                         search_text = gr.Button("Search by text", interactive=clip_on)
                     with gr.Column():
+                        # image_mode=None: the handler gets the uploaded file itself, not a converted copy
                         query_image = gr.Image(label="…or find images similar to this one", type="filepath",
-                                               sources=["upload", "clipboard"],
+                                               sources=["upload", "clipboard"], image_mode=None,
                                                height=180, elem_id="query-image")
                         search_image = gr.Button("Find similar images", elem_id="find-similar")
                 image_message = gr.Markdown(elem_id="image-message")
@@ -193,27 +217,23 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                 for event in service.chat(kb, asked, int(k), answer_mode, session_id):
                     if isinstance(event, Rewrite):
                         rewrite = event
-                        searched = f"↻ *Searched for:* {event.search}" if event.rewritten else ""
+                        searched = f"↻ *Searched for:* {views.plain(event.search)}" if event.rewritten else ""
                     elif isinstance(event, str):
                         pieces.append(event)
-                        history[-1]["content"] = "".join(pieces)
+                        history[-1]["content"] = views.plain("".join(pieces))
                         yield history, gr.skip(), gr.skip(), gr.skip(), searched, gr.skip(), gr.skip()
                     elif isinstance(event, Answer):
                         meta = answer_meta(event, rewrite)
                         history[-1]["content"] = views.answer_markdown(event.text, meta)
                         rows, found, text, images = views.panel(meta, service.display_copy)
                         yield history, "", rows, found, text, images, ""
-            except (ServiceError, StoreError, ValueError) as error:  # the user's to fix: say what to do
-                history[-1]["content"] = f"⚠ {error}"
-                yield history, gr.skip(), [], [], "", [], ""
-            except Exception as error:  # a bug: say so in the chat, keep the traceback in the log
-                traceback.print_exc()
-                history[-1]["content"] = f"⚠ Loupe failed to answer ({type(error).__name__}: {error})."
+            except Exception as error:  # the user's to fix, or a bug (logged): said in the chat either way
+                history[-1]["content"] = f"⚠ {views.plain(user_message(error, 'answer'))}"
                 yield history, gr.skip(), [], [], "", [], ""
 
         chat_io = dict(inputs=[question, chatbot, session, kb_pick, top_k, mode],
                        outputs=[chatbot, question, sources, sources_state, note, gallery, context],
-                       concurrency_limit=4, concurrency_id="chat", **PRIVATE)
+                       concurrency_limit=service.chat_concurrency, concurrency_id="chat", **PRIVATE)
         question.submit(respond, **chat_io)
         send.click(respond, **chat_io)
 
@@ -223,8 +243,8 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                 return ""
             try:
                 return views.context_html(service.passage(kb, found[row]["chunk_id"]))
-            except ServiceError as error:
-                return f"<p>⚠ {html.escape(str(error))}</p>"
+            except Exception as error:
+                return f"<p>⚠ {html.escape(user_message(error, 'show the passage'))}</p>"
 
         sources.select(show_context, [sources_state, kb_pick], context, **PRIVATE)
 
@@ -245,7 +265,14 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         def upload(paths, kb):
             if not paths:
                 raise gr.Error("Drop or choose files first.")
-            yield from run_ingest(kb, [(Path(p).name, Path(p)) for p in paths])
+            try:
+                checked = [received.path(p) for p in paths]
+            except Exception as error:
+                raise gradio_error(error, "read the upload") from None
+            try:
+                yield from run_ingest(kb, [(p.name, p) for p in checked])
+            finally:
+                received.discard(checked)  # Loupe has its own copy now
 
         ingest_io = dict(concurrency_limit=2, concurrency_id="ingest", **PRIVATE)
         add.click(upload, [files, kb_pick], [progress, *kb_outputs], **ingest_io).then(
@@ -258,17 +285,20 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         def remove(document_id, kb):
             if document_id is None:
                 raise gr.Error("Pick a document to delete.")
-            info = service.delete_document(kb, int(document_id))
-            return f"Deleted **{info.name}** (id {info.id}): {info.chunks} passages, {info.images} images.", \
-                *kb_view(kb)
+            try:
+                info = service.delete_document(kb, int(document_id))
+            except Exception as error:
+                raise gradio_error(error, "delete the document") from None
+            done = f"Deleted **{views.plain(info.name)}** (id {info.id}): {info.chunks} passages, {info.images} images."
+            return done, *kb_view(kb)
 
         delete_doc.click(remove, [doc_pick, kb_pick], [doc_message, *kb_outputs], **PRIVATE)
 
         def embed_waiting(kb):
             try:
                 count = service.embed_waiting_images(kb)
-            except ServiceError as error:
-                return f"⚠ {error}", *kb_view(kb)
+            except Exception as error:
+                return f"⚠ {user_message(error, 'embed the images')}", *kb_view(kb)
             return f"Embedded {count} waiting images.", *kb_view(kb)
 
         embed.click(embed_waiting, [kb_pick], [doc_message, *kb_outputs], **ingest_io)
@@ -279,8 +309,9 @@ def build_ui(service: LoupeService) -> gr.Blocks:
             name = str(name or "").strip()
             try:
                 service.create_kb(name)
-            except ValueError as error:
-                return f"⚠ {error}", gr.skip(), gr.skip(), *unchanged
+            except Exception as error:
+                return f"⚠ {views.plain(user_message(error, 'create the knowledge base'))}", gr.skip(), gr.skip(), \
+                    *unchanged
             return (f"Created **{name}**.", gr.Dropdown(choices=service.kb_names(), value=name), "",
                     *switch(name, session_id))
 
@@ -291,8 +322,9 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                 return "Tick the box to confirm first.", gr.skip(), False, *unchanged
             try:
                 service.delete_kb(kb)
-            except ValueError as error:
-                return f"⚠ {error}", gr.skip(), False, *unchanged
+            except Exception as error:
+                return f"⚠ {views.plain(user_message(error, 'delete the knowledge base'))}", gr.skip(), False, \
+                    *unchanged
             return (f"Deleted knowledge base **{kb}**.", gr.Dropdown(choices=service.kb_names(),
                     value=service.default_kb), False, *switch(service.default_kb, session_id))
 
@@ -307,21 +339,21 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         def by_text(query, kb):
             try:
                 return show_images(service.search_images(kb, query))
-            except ServiceError as error:
-                return [], f"⚠ {error}"
+            except Exception as error:
+                return [], f"⚠ {views.plain(user_message(error, 'search images'))}"
 
         def by_image(path, kb):
             if not path:
                 return [], "Upload an image first."
             try:
-                return show_images(service.similar_images(kb, Path(path).read_bytes()))
-            except ServiceError as error:
-                return [], f"⚠ {error}"
+                return show_images(service.similar_images(kb, received.read(path)))
+            except Exception as error:
+                return [], f"⚠ {views.plain(user_message(error, 'search images'))}"
 
         image_query.submit(by_text, [image_query, kb_pick], [image_results, image_message], **PRIVATE)
         search_text.click(by_text, [image_query, kb_pick], [image_results, image_message], **PRIVATE)
         search_image.click(by_image, [query_image, kb_pick], [image_results, image_message], **PRIVATE)
-        add_named_endpoints(service)
+        add_named_endpoints(service, received)
     return demo
 
 
@@ -345,12 +377,22 @@ def launch(demo: gr.Blocks, service: LoupeService, quiet: bool = False) -> str:
         _, url, share_url = demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
                                         auth=auth, max_file_size=int(settings.max_upload_mb * 1024 * 1024),
                                         prevent_thread_lock=True, quiet=quiet, css=views.CSS, footer_links=["api"],
-                                        theme=gr.themes.Soft(), show_error=True)
+                                        theme=gr.themes.Soft(), show_error=False,
+                                        app_kwargs=app_kwargs(settings))
     add_rest_routes(demo.app, service)
+    warn_if_exposed(settings)
     if settings.share:
         print(f"Share link: {share_url}" if share_url else
               f"No share link: {share_failure_reason()} Loupe keeps serving on {url}", file=sys.stderr)
     return url
+
+
+def warn_if_exposed(settings: Settings) -> None:
+    notice = exposure_notice(settings)
+    if notice and not settings.public_demo:
+        logger.warning("\n%s\n%s\n%s", "!" * 100, notice.replace("*", "").replace("`", ""), "!" * 100)
+    elif notice:
+        logger.info(notice)
 
 
 def share_failure_reason() -> str:
@@ -373,12 +415,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     start = time.perf_counter()
     demo, service = create_app(settings)
     if service.models.clip_status:
         print(service.models.clip_status, file=sys.stderr)
     url = launch(demo, service)
     threading.Thread(target=service.models.generator, name="load-generator", daemon=True).start()
+    warm_up()  # a parse worker, started now so that the first upload doesn't wait for one
     print(f"Loupe is ready on {url} ({time.perf_counter() - start:.1f} s); REST API under {url.rstrip('/')}/api",
           flush=True)
     try:

@@ -8,6 +8,8 @@ name, ingests them through the normal Ingestor while reporting each file's stage
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -19,15 +21,17 @@ from pathlib import Path
 from ingest.ocr import OcrEngine
 from ingest.pipeline import Ingestor
 from ingest.readers import SUPPORTED_SUFFIXES
-from rag.answering import Answer, Assistant, final_answer
+from rag.answering import Answer, Assistant, check_question, final_answer
 from rag.components import Models
 from rag.conversations import Conversations
-from rag.errors import LoupeError
+from rag.errors import Busy, LoupeError, NotFound
 from rag.followups import Rewrite, rewrite
-from rag.library import Library
-from rag.records import ChunkRecord, DocumentInfo
+from rag.library import KnowledgeBaseNotFound, Library
+from rag.records import ChunkRecord, DocumentInfo, ImageRecord
 from rag.settings import ANSWER_MODES, PROJECT_ROOT, Settings
 from rag.store import KnowledgeBase
+
+logger = logging.getLogger(__name__)
 
 SAMPLES_DIR = PROJECT_ROOT / "samples"
 UPLOADS_DIR = "uploads"
@@ -64,14 +68,47 @@ class ImageResult:
     path: str  # a copy the UI may serve
 
 
+BACKUP_SUFFIX = ".previous"
+
+
 def _stage(folder: Path, name: str, source: Path) -> tuple[Path, Path | None]:
-    """Copy an upload to folder/name, moving aside a file already there; returns (copy, moved-aside file)."""
+    """Copy an upload to folder/name, moving aside a file already there; returns (copy, moved-aside file).
+    A crash before the ingest settles leaves both; `recover_uploads` puts them right on the next start."""
     target = inside(folder, name)
-    backup = target.with_name(f".{target.name}.previous") if target.exists() else None
+    backup = target.with_name(f".{target.name}{BACKUP_SUFFIX}") if target.exists() else None
     if backup is not None:
         os.replace(target, backup)
     shutil.copyfile(source, target)
     return target, backup
+
+
+def recover_uploads(store: KnowledgeBase) -> None:
+    """Settle what a crash during an ingest left in uploads/: a backup whose file is not the committed version
+    goes back in place, other backups go, and files no document references (un-ingested bytes) go."""
+    folder = (store.folder / UPLOADS_DIR).resolve()
+    if not folder.is_dir():
+        return
+    committed = {Path(d.path).name: d.sha256 for d in store.documents() if Path(d.path).parent == folder}
+    for backup in folder.glob(f".*{BACKUP_SUFFIX}"):
+        target = backup.with_name(backup.name[1:-len(BACKUP_SUFFIX)])
+        if target.name in committed and not _holds(target, committed[target.name]):
+            logger.warning("restoring %s: a crash interrupted the ingest of its new version", target.name)
+            os.replace(backup, target)
+        else:
+            backup.unlink(missing_ok=True)
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in committed:
+            logger.warning("removing %s from uploads/: no document references it (an interrupted ingest)",
+                           path.name)
+            path.unlink(missing_ok=True)
+
+
+def _holds(path: Path, sha256: str) -> bool:
+    """Does the file exist with exactly this content?"""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
 
 
 def safe_upload_name(name: str) -> str:
@@ -103,11 +140,21 @@ class LoupeService:
         self.library.root.mkdir(parents=True, exist_ok=True)
         self.conversations = Conversations(self.library.root / CONVERSATIONS_FILE)
         self.ocr = ocr if ocr is not None else (OcrEngine() if settings.ocr else None)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # guards the dictionaries below; held only for moments
         self._kbs: dict[str, KnowledgeBase] = {}
         self._assistants: dict[str, Assistant] = {}
         self._ingest_locks: dict[str, threading.Lock] = {}
+        self._open_locks: dict[str, threading.Lock] = {}
         self._display_dir = Path(tempfile.gettempdir()) / f"loupe-display-{os.getpid()}"
+        # Called with each display copy's name once it is deleted, so the web layer can drop the copies its
+        # server made of it (the service knows nothing of Gradio).
+        self.on_display_removed: Callable[[str], None] = lambda name: None
+
+    @property
+    def chat_concurrency(self) -> int:
+        """Questions the web surfaces let run at once: all reach the generator, which batches what it can, queues
+        the rest and answers Busy past that (Gradio's own queue would hold them back without a word)."""
+        return self.settings.generation_batch + self.settings.max_waiting_questions
 
     # --- knowledge bases ----------------------------------------------------------------------
     @property
@@ -120,12 +167,22 @@ class LoupeService:
     def kb(self, name: str | None = None) -> KnowledgeBase:
         name = name or self.default_kb
         with self._lock:
-            if name not in self._kbs:
-                folder = self.library.path(name)  # refuses a malformed name first
-                if name != self.default_kb and not self.library.exists(name):
-                    raise ServiceError(f"no knowledge base named {name!r}")
-                self._kbs[name] = self.models.open_store(folder)
-            return self._kbs[name]
+            if name in self._kbs:
+                return self._kbs[name]
+            opening = self._open_locks.setdefault(name, threading.Lock())
+        with opening:  # one store's slow open (a model check, an index rebuild) must not stall the others
+            with self._lock:
+                if name in self._kbs:
+                    return self._kbs[name]
+            folder = self.library.path(name)  # refuses a malformed name first
+            if name != self.default_kb and not self.library.exists(name):
+                raise KnowledgeBaseNotFound(f"no knowledge base named {name!r}")
+            store = self.models.open_store(folder)
+            with self._ingest_lock(name):
+                recover_uploads(store)
+            with self._lock:
+                self._kbs[name] = store
+            return store
 
     def assistant(self, name: str | None = None) -> Assistant:
         name = name or self.default_kb
@@ -143,7 +200,7 @@ class LoupeService:
     def delete_kb(self, name: str) -> None:
         lock = self._ingest_lock(name)
         if not lock.acquire(blocking=False):
-            raise ServiceError(f"{name!r} is ingesting files right now; delete it when that is done")
+            raise Busy(f"{name!r} is ingesting files right now; delete it when that is done")
         try:
             if name == self.default_kb or not self.library.exists(name):
                 self.library.delete(name)  # the library's own refusal: default, unknown or invalid name
@@ -160,14 +217,31 @@ class LoupeService:
         return self.kb(kb).documents()
 
     def delete_document(self, kb: str | None, document_id: int) -> DocumentInfo:
-        store = self.kb(kb)
-        with self._ingest_lock(kb or self.default_kb):
+        """Delete a document and every copy of it Loupe made: its uploaded file, the display copies of its
+        images (unless another document still has the image) and its passages in the chat history."""
+        name = kb or self.default_kb
+        store = self.kb(name)
+        with self._ingest_lock(name):
+            images = self._images_of(store, int(document_id))
             info = store.delete(int(document_id))
             path = Path(info.path)
             uploads = (store.folder / UPLOADS_DIR).resolve()
             if path.parent == uploads and not store.documents_by_path(info.path):
                 path.unlink(missing_ok=True)
+            # the store removes an image file once no document uses it: then its display copies go too
+            gone = {store.image_path(i).name for i in images if not store.image_path(i).exists()}
+            for image_name in gone:
+                (self._display_dir / image_name).unlink(missing_ok=True)
+                self.on_display_removed(image_name)
+        self.conversations.forget_document(name, info.id, info.name, gone)
         return info
+
+    @staticmethod
+    def _images_of(store: KnowledgeBase, document_id: int) -> list[ImageRecord]:
+        info = next((d for d in store.documents() if d.id == document_id), None)
+        if info is None:
+            return []
+        return store.images_on_pages(document_id, list(range(info.pages + 2)))  # pages count from 0 or 1
 
     # --- uploads and ingestion ----------------------------------------------------------------
     def _ingest_lock(self, name: str) -> threading.Lock:
@@ -202,6 +276,7 @@ class LoupeService:
         notify = (lambda: on_change(rows)) if on_change else (lambda: None)
         notify()
         with self._ingest_lock(name):
+            recover_uploads(store)
             folder = store.folder / UPLOADS_DIR
             folder.mkdir(exist_ok=True)
             staged: list[tuple[FileRow, Path, Path | None]] = []  # row, copy in uploads/, previous copy
@@ -245,8 +320,9 @@ class LoupeService:
             report = ingestor.ingest([target for _, target, _ in staged], on_progress=progress,
                                      names={target: row.name for row, target, _ in staged})
             outcomes = {outcome.path: outcome for outcome in report.outcomes}
-        except Exception as error:  # every row must still end with a message
-            outcomes, failure = {}, f"unexpected error ({type(error).__name__}: {error})"
+        except Exception:  # every row must still end with a message
+            logger.exception("ingesting %d uploaded files failed", len(staged))
+            outcomes, failure = {}, "Loupe failed to ingest it (see the server log)"
         for row, target, backup in staged:
             outcome = outcomes.get(str(target))
             if outcome is None:
@@ -313,12 +389,12 @@ class LoupeService:
         """The Rewrite first (what is searched), then pieces of text, then the Answer; a session's turns
         feed the follow-up rewrite, and the finished turn is stored under the session."""
         name = kb or self.default_kb
-        question = " ".join(str(question or "").split())
-        if not question:
-            raise ServiceError("ask a question first")
+        question = check_question(str(question or ""), self.settings)  # one cap for every surface, before any work
         k, mode = self._check_options(k, mode)
         turns = self.conversations.turns(session, name) if session else []
         asked = rewrite(question, turns)
+        if len(asked.search) > self.settings.max_question_chars:
+            asked = Rewrite(question, question)  # the carried-over context would pass the cap: search as asked
         yield asked
         for event in self.assistant(name).stream(asked.search, k, mode):
             if isinstance(event, Answer) and session:
@@ -344,7 +420,7 @@ class LoupeService:
         store = self.kb(kb)
         chunk = store.chunks([int(chunk_id)]).get(int(chunk_id))
         if chunk is None:
-            raise ServiceError("that passage is no longer in the knowledge base (its document was deleted)")
+            raise NotFound("that passage is no longer in the knowledge base (its document was deleted)")
         neighbours = store.chunks_of_document(chunk.document_id, max(0, chunk.ordinal - around), chunk.ordinal + around)
         return [(c, c.id == chunk.id) for c in neighbours]
 
@@ -362,8 +438,8 @@ class LoupeService:
             raise ServiceError(f"Finding similar images needs CLIP as well. {self.models.clip_status}")
         try:
             hits = self.assistant(kb).retriever.similar_images(data, int(k))
-        except OSError as error:  # PIL cannot read it
-            raise ServiceError(f"that file is not an image Loupe can read ({error})") from None
+        except OSError:  # PIL cannot read it
+            raise ServiceError("that file is not an image Loupe can read") from None
         return [self._image_result(kb, hit) for hit in hits]
 
     def _image_result(self, kb: str | None, hit) -> ImageResult:

@@ -6,6 +6,7 @@ Pure functions from the service's records to Markdown, HTML and table rows; app.
 from __future__ import annotations
 
 import html
+import re
 from pathlib import Path
 
 from app_service import FileRow
@@ -27,6 +28,9 @@ SESSION_JS = """() => {
   }
   return id;
 }"""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Characters Markdown (and Gradio's LaTeX) would act on: a backslash before each shows it as itself.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~$>-])")
 CSS = """
 .loupe-table {width: 100%; border-collapse: collapse; font-size: 0.9em}
 .loupe-table td, .loupe-table th {padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary)}
@@ -46,10 +50,27 @@ def text_of(content) -> str:
     return "" if content is None else str(content)
 
 
+def plain(text: str) -> str:
+    """Text from a document (or the model that quotes it) made safe for a Markdown component: shown as it is,
+    never as an image, a link, a tag or formatting, so a document can't make the browser load anything."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
 def answer_markdown(text: str, meta: dict) -> str:
     """An answer as the chat shows it: the cited text, then a flag for every unsupported sentence."""
-    flagged = "".join(f"\n\n> ⚠ *Not found in the sources:* “{s}”" for s in meta.get("unsupported") or [])
-    return text + flagged
+    flagged = "".join(f"\n\n> ⚠ *Not found in the sources:* “{plain(s)}”" for s in meta.get("unsupported") or [])
+    return plain(text) + flagged
+
+
+def exposure_notice(host: str, share: bool, auth: str, public_demo: bool) -> str:
+    """What to tell about who can reach the app: empty on loopback or with --auth; a warning when anyone on the
+    network (or the internet) can use it unasked; one line when that is meant (a public demo)."""
+    if auth or (host in LOOPBACK_HOSTS and not share):
+        return ""
+    if public_demo:
+        return "Public demo: anyone who can reach this page can use it (LOUPE_PUBLIC_DEMO)."
+    return ("⚠ **Anyone who can reach this server can read, add and delete its documents**: it serves beyond this "
+            "computer without a password. Restart with `--auth user:password`, or serve on 127.0.0.1.")
 
 
 def panel(meta: dict, display=lambda path: path) -> tuple[list[list], list[dict], str, list[tuple[str, str]]]:
@@ -60,7 +81,7 @@ def panel(meta: dict, display=lambda path: path) -> tuple[list[list], list[dict]
              f"{s['score']:.3f}", " ".join(s["text"].split())[:160] + "…"] for s in sources]
     notes = []
     if meta.get("searched"):
-        notes.append(f"↻ *Follow-up ({meta.get('reason')}); searched for:* {meta['searched']}")
+        notes.append(f"↻ *Follow-up ({plain(meta.get('reason'))}); searched for:* {plain(meta['searched'])}")
     if meta.get("grounded") is False:
         notes.append(NOT_GROUNDED)
     if meta.get("unsupported"):

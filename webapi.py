@@ -1,4 +1,5 @@
-"""Loupe's APIs: the REST API mounted beside the browser UI under /api, and the named Gradio endpoints.
+"""Loupe's web surface: the REST API mounted beside the browser UI under /api, the named Gradio endpoints,
+and the guards every request passes (cross-site refusal, body size, Content-Security-Policy).
 
     POST   /api/ingest              multipart file(s) ("file" or "files"), optional ?kb=NAME
     POST   /api/ask                 JSON {"question", "k", "mode", "kb"} -> the CLI's JSON answer
@@ -10,38 +11,303 @@ With --auth, every route wants HTTP Basic credentials or the cookie the UI's log
 
 The Gradio endpoints (ask, search_images, similar_images, list_documents, ingest, delete_document,
 knowledge_bases) are typed functions registered with gr.api inside the UI's Blocks, for gradio_client.
+
+Errors have one translator per surface: `RestRoute` for REST (a LoupeError's own status, anything
+else a logged 500) and `user_message` / `gradio_error` for Gradio (the LoupeError's message, anything else a
+logged generic line). Neither ever shows an unexpected exception's text, which may hold server paths.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
+import glob
+import json
+import logging
+import os
 import secrets
 import shutil
+import stat
 import tempfile
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import gradio as gr
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from gradio.utils import get_upload_folder
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app_service import LoupeService, ServiceError, safe_upload_name
+from app_service import LoupeService, safe_upload_name
+from rag.errors import Forbidden, LoupeError, TooLarge
 from rag.settings import Settings
-from rag.store import StoreError
+
+logger = logging.getLogger(__name__)
 
 MULTIPART_SLACK = 64 * 1024  # bytes of multipart framing allowed on top of the files themselves
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+NOT_RECEIVED = "refused: Loupe only reads files uploaded to it"
+# Images, media and connections stay on this server: a document's text can't make the browser call anyone.
+# Gradio's page runs inline scripts and styles, so those stay allowed.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self' 'unsafe-inline' 'unsafe-eval'; "
+                           "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+                           "media-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; "
+                           "worker-src 'self' blob:; frame-src 'self'; object-src 'none'; base-uri 'self'; "
+                           "form-action 'self'")
 
 
 class AskRequest(BaseModel):
-    question: str = Field(min_length=1, max_length=2000)
+    question: str = Field(min_length=1)  # its length cap is the service's, shared by every surface
     k: int | None = Field(default=None, ge=1, le=20)
     mode: str | None = None
     kb: str | None = None
 
 
+# --- errors: one translator per surface -------------------------------------------------------------
+def user_message(error: BaseException, doing: str) -> str:
+    """What a client may read about an error: a LoupeError's own message, else a generic line (logged)."""
+    if isinstance(error, LoupeError):
+        return str(error)
+    logger.error("Loupe failed to %s", doing, exc_info=error)
+    return f"Loupe failed to {doing} (see the server log)"
+
+
+def gradio_error(error: BaseException, doing: str) -> gr.Error:
+    return gr.Error(user_message(error, doing))
+
+
+def _api(doing: str, function: Callable, *args: Any) -> Any:
+    """Run a service call for a Gradio endpoint; errors leave as gr.Error with a message fit for the client."""
+    try:
+        return function(*args)
+    except Exception as error:
+        raise gradio_error(error, doing) from None
+
+
+class RestRoute(APIRoute):
+    """Every REST route answers a LoupeError with its own status and message, and anything unexpected with a
+    logged 500 that says no more (its text may hold server paths). FastAPI's own errors pass as they are."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def translated(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except (HTTPException, RequestValidationError, ClientDisconnect, _BodyTooLarge):
+                raise  # FastAPI's and the server's own: answered by their handlers and middleware
+            except LoupeError as error:
+                return JSONResponse({"detail": str(error)}, status_code=error.status)
+            except Exception:
+                logger.exception("%s %s failed", request.method, request.url.path)
+                return JSONResponse({"detail": "internal error (see the server log)"}, status_code=500)
+
+        return translated
+
+
+# --- files the Gradio API and the UI may read ---------------------------------------------------------
+class ReceivedFiles:
+    """Files Gradio's own upload route received: the only files a Gradio endpoint or UI event may read.
+
+    A client can name any server path in a file argument (a dict without Gradio's `meta` skips Gradio's own
+    check), so every entry point that takes a file passes it through `path` or `read` first."""
+
+    def __init__(self, blocks: gr.Blocks, max_bytes: int) -> None:
+        self.blocks = blocks
+        self.max_bytes = max_bytes
+
+    def path(self, file: Any) -> Path:
+        """The checked path of an uploaded file: registered by the upload route, a regular file (not a link)
+        inside Gradio's upload folder, within the size limit. Anything else is Forbidden or TooLarge."""
+        given = _path_of(file)
+        if not given or os.path.abspath(given) not in self._registered():
+            raise Forbidden(NOT_RECEIVED)
+        try:
+            info = os.lstat(given)
+        except OSError:
+            raise Forbidden(NOT_RECEIVED) from None
+        folder = Path(get_upload_folder()).resolve()
+        resolved = Path(given).resolve()
+        if not stat.S_ISREG(info.st_mode) or not resolved.is_relative_to(folder):
+            raise Forbidden(NOT_RECEIVED)
+        if info.st_size > self.max_bytes:
+            raise TooLarge(f"{resolved.name}: file is {info.st_size / 2**20:.1f} MB, over the "
+                           f"{self.max_bytes / 2**20:g} MB upload limit (--max-upload-mb)")
+        return resolved
+
+    def read(self, file: Any) -> bytes:
+        """The bytes of an uploaded file, at most the limit (a file that grew since the check is refused)."""
+        path = self.path(file)
+        with open(path, "rb") as handle:
+            data = handle.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise TooLarge(f"{path.name}: over the {self.max_bytes / 2**20:g} MB upload limit (--max-upload-mb)")
+        return data
+
+    def discard(self, paths: Iterable[Path]) -> None:
+        """Delete Gradio's copies once Loupe has its own: a deleted document must not stay downloadable."""
+        for path in paths:
+            path.unlink(missing_ok=True)
+            self.blocks.upload_file_set.discard(str(path))
+            with contextlib.suppress(OSError):
+                path.parent.rmdir()  # Gradio's per-upload folder, when nothing else is in it
+
+    @staticmethod
+    def remove_cached_copies(name: str) -> None:
+        """Delete the copies Gradio's server made of a file it served (its cache keeps them as <hash>/<name>)."""
+        for copy in Path(get_upload_folder()).glob(f"*/{glob.escape(name)}"):
+            copy.unlink(missing_ok=True)
+
+    def _registered(self) -> set[str]:
+        return {os.path.abspath(p) for p in list(self.blocks.upload_file_set)}
+
+
+def _path_of(file: Any) -> str:
+    if isinstance(file, (str, Path)):
+        return str(file)
+    if isinstance(file, dict):
+        return str(file.get("path") or "")
+    return str(getattr(file, "path", "") or "")
+
+
+def _orig_name(file: Any, path: Path) -> str:
+    name = file.get("orig_name") if isinstance(file, dict) else getattr(file, "orig_name", None)
+    return name or path.name
+
+
+# --- guards on every request ------------------------------------------------------------------------
+class CrossSiteGuard:
+    """ASGI middleware: refuse state-changing requests another site's page sent (the user's browser carries
+    them to 127.0.0.1 as well). Requests without Origin / Sec-Fetch-Site (curl, gradio_client) pass."""
+
+    def __init__(self, app: ASGIApp, allowed_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = {origin.lower() for origin in allowed_origins}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in STATE_CHANGING:
+            reason = self.refusal(_headers(scope))
+            if reason:
+                logger.warning("refused a cross-site %s %s: %s", scope["method"], scope["path"], reason)
+                await _send_json(send, 403, f"refused: {reason}")
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, headers: dict[str, str]) -> str:
+        if headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+            return "a page on another site sent this request"
+        origin = headers.get("origin")
+        if origin is None:
+            return ""
+        own_host = headers.get("x-forwarded-host") or headers.get("host") or ""
+        if origin.lower().rstrip("/") in self.allowed or (urlsplit(origin).netloc.lower() == own_host.lower() != ""):
+            return ""
+        return f"requests from {origin[:100]} are not allowed (--allowed-origins)"
+
+
+class BodyLimit:
+    """ASGI middleware: count a request body's bytes as they arrive (chunked bodies declare no length) and
+    answer 413 as soon as they pass the limit, before the rest is read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _headers(scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await _send_json(send, 413, self.message())
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:
+                raise _BodyTooLarge
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _BodyTooLarge:
+            if not started:
+                await _send_json(send, 413, self.message())
+
+    def message(self) -> str:
+        return f"request body too large: over {self.max_bytes / 2**20:.1f} MB (--max-upload-mb, --max-upload-files)"
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside a request's receive() to stop reading a body that is over the limit."""
+
+
+class SecurityHeaders:
+    """ASGI middleware: a Content-Security-Policy (and no MIME sniffing) on every response."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(b"content-security-policy", CONTENT_SECURITY_POLICY.encode()),
+                         (b"x-content-type-options", b"nosniff")]
+                message["headers"] = [*message.get("headers", []), *[h for h in extra if h[0] not in names]]
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def _headers(scope: Scope) -> dict[str, str]:
+    return {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope.get("headers", [])}
+
+
+async def _send_json(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def max_request_bytes(settings: Settings) -> int:
+    return int(settings.max_upload_mb * 1024 * 1024) * settings.max_upload_files + MULTIPART_SLACK
+
+
+def app_kwargs(settings: Settings) -> dict[str, Any]:
+    """What Gradio's FastAPI app is built with: the guards on every request. They must be there from the
+    start: Starlette takes no middleware once the server runs."""
+    return {"middleware": [Middleware(SecurityHeaders), Middleware(CrossSiteGuard, allowed_origins=settings.origins),
+                           Middleware(BodyLimit, max_bytes=max_request_bytes(settings))]}
+
+
+# --- REST -------------------------------------------------------------------------------------------
 def credentials_ok(header: str, expected: str) -> bool:
     """Does an 'Authorization: Basic ...' header carry the 'user:password' in `expected`?"""
     scheme, _, encoded = header.partition(" ")
@@ -74,7 +340,8 @@ def make_auth_check(settings: Settings):
 
 def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
     settings = service.settings
-    router = APIRouter(prefix="/api", tags=["Loupe"], dependencies=[Depends(make_auth_check(settings))])
+    router = APIRouter(prefix="/api", tags=["Loupe"], dependencies=[Depends(make_auth_check(settings))],
+                       route_class=RestRoute)
     limit = int(settings.max_upload_mb * 1024 * 1024)
 
     @router.get("/knowledge-bases")
@@ -83,38 +350,30 @@ def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
 
     @router.get("/documents")
     def list_documents(kb: str | None = None) -> list[dict]:
-        return [asdict(d) for d in _call(service.documents, kb)]
+        return [_public(d) for d in service.documents(kb)]
 
     @router.delete("/documents/{document_id}")
     def delete_document(document_id: int, kb: str | None = None) -> dict:
-        info = _call(service.delete_document, kb, document_id)
-        return {"deleted": asdict(info)}
+        return {"deleted": _public(service.delete_document(kb, document_id))}
 
     @router.post("/ask")
     def ask(request: AskRequest) -> dict:
-        return _call(service.ask, request.kb, request.question, request.k, request.mode).to_json()
+        return service.ask(request.kb, request.question, request.k, request.mode).to_json()
 
     @router.post("/ingest")
     async def ingest(request: Request, kb: str | None = None) -> dict:
-        declared = int(request.headers.get("content-length") or 0)
-        if declared > limit * settings.max_upload_files + MULTIPART_SLACK:
-            raise HTTPException(413, f"upload too large: at most {settings.max_upload_files} files of "
-                                     f"{settings.max_upload_mb:g} MB each (--max-upload-mb, --max-upload-files)")
         form = await request.form(max_files=settings.max_upload_files + 1)
         files = [f for key in ("file", "files") for f in form.getlist(key) if isinstance(f, UploadFile)]
         if not files:
-            raise HTTPException(400, "send the document as a multipart field named 'file'")
+            raise LoupeError("send the document as a multipart field named 'file'")
         if len(files) > settings.max_upload_files:
-            raise HTTPException(413, f"too many files: one upload takes at most {settings.max_upload_files} "
-                                     "(--max-upload-files)")
+            raise TooLarge(f"too many files: one upload takes at most {settings.max_upload_files} "
+                           "(--max-upload-files)")
         for upload in files:
-            try:
-                safe_upload_name(upload.filename or "")
-            except ServiceError as error:
-                raise HTTPException(400, str(error)) from None
+            safe_upload_name(upload.filename or "")
             if (upload.size or 0) > limit:
-                raise HTTPException(413, f"{upload.filename}: file is {upload.size / 2**20:.1f} MB, over the "
-                                         f"{settings.max_upload_mb:g} MB upload limit (--max-upload-mb)")
+                raise TooLarge(f"{upload.filename}: file is {upload.size / 2**20:.1f} MB, over the "
+                               f"{settings.max_upload_mb:g} MB upload limit (--max-upload-mb)")
         with tempfile.TemporaryDirectory(prefix="loupe-upload-") as folder:
             staged = []
             for index, upload in enumerate(files):
@@ -123,50 +382,46 @@ def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
                 with open(path, "wb") as handle:
                     shutil.copyfileobj(upload.file, handle)
                 staged.append((upload.filename, path))
-            rows = await run_in_threadpool(_call, service.ingest, kb, staged)
-        return {"files": [asdict(r) for r in rows], "documents": len(_call(service.documents, kb))}
+            rows = await run_in_threadpool(service.ingest, kb, staged)
+        return {"files": [asdict(r) for r in rows], "documents": len(service.documents(kb))}
 
     app.include_router(router)
 
 
-def _call(function, *args):
-    """Run a service call, turning the user's mistakes into 4xx answers with the service's message."""
-    try:
-        return function(*args)
-    except (ServiceError, StoreError, ValueError) as error:
-        status = 404 if "no document" in str(error) or "no knowledge base" in str(error) else 400
-        raise HTTPException(status, str(error)) from None
-
-
-def add_named_endpoints(service: LoupeService) -> None:
+# --- the named Gradio endpoints ---------------------------------------------------------------------
+def add_named_endpoints(service: LoupeService, received: ReceivedFiles) -> None:
     """The Gradio API for gradio_client: typed functions, no UI."""
     default = service.default_kb
 
     def ask(question: str, k: int = 5, mode: str = "generate", knowledge_base: str = default) -> dict:
         """Answer a question from the documents: the CLI's JSON (answer, sources, images, grounded)."""
-        return _api(service.ask, knowledge_base, question, k, mode).to_json()
+        return _api("answer", service.ask, knowledge_base, question, k, mode).to_json()
 
     def search_images(query: str, k: int = 8, knowledge_base: str = default) -> list[dict]:
         """Images whose CLIP vector is nearest the text: file, page, name, score."""
-        return [_public(r) for r in _api(service.search_images, knowledge_base, query, k)]
+        return [_public(r) for r in _api("search images", service.search_images, knowledge_base, query, k)]
 
     def similar_images(image: gr.FileData, k: int = 8, knowledge_base: str = default) -> list[dict]:
         """Images most similar to the uploaded one: file, page, name, score."""
-        data = Path(_file_dict(image)["path"]).read_bytes()
-        return [_public(r) for r in _api(service.similar_images, knowledge_base, data, k)]
+        data = _api("read the image", received.read, image)
+        return [_public(r) for r in _api("search images", service.similar_images, knowledge_base, data, k)]
 
     def list_documents(knowledge_base: str = default) -> list[dict]:
         """The documents of a knowledge base: id, name, kind, pages, chunks, images, size, date added."""
-        return [_public(d) for d in _api(service.documents, knowledge_base)]
+        return [_public(d) for d in _api("list documents", service.documents, knowledge_base)]
 
     def ingest(files: list[gr.FileData], knowledge_base: str = default) -> list[dict]:
         """Add files; one result per file: status (added, replaced, duplicate, failed) and message."""
-        uploads = [(f.get("orig_name") or Path(f["path"]).name, Path(f["path"])) for f in map(_file_dict, files)]
-        return [asdict(r) for r in _api(service.ingest, knowledge_base, uploads)]
+        paths = [_api("read the upload", received.path, f) for f in files]
+        uploads = [(_orig_name(f, path), path) for f, path in zip(files, paths)]
+        try:
+            return [asdict(r) for r in _api("add the files", service.ingest, knowledge_base, uploads)]
+        finally:
+            received.discard(paths)
 
     def delete_document(document_id: int, knowledge_base: str = default) -> dict:
         """Delete a document by id."""
-        return _public(_api(service.delete_document, knowledge_base, document_id))
+        return _public(_api("delete the document", service.delete_document, knowledge_base, document_id))
 
     def knowledge_bases() -> list[str]:
         """The names of the knowledge bases."""
@@ -174,20 +429,10 @@ def add_named_endpoints(service: LoupeService) -> None:
 
     for fn, group in ((ask, "chat"), (search_images, None), (similar_images, None), (list_documents, None),
                       (ingest, "ingest"), (delete_document, None), (knowledge_bases, None)):
-        gr.api(fn, api_name=fn.__name__, concurrency_id=group, concurrency_limit=2 if group == "ingest" else 4)
+        limit = {"ingest": 2, "chat": service.chat_concurrency}.get(group, 4)
+        gr.api(fn, api_name=fn.__name__, concurrency_id=group, concurrency_limit=limit)
 
 
 def _public(record) -> dict:
-    """A record for gradio_client, without server paths (the client would try to download them)."""
+    """A record for clients, without server paths."""
     return {k: v for k, v in asdict(record).items() if k != "path"}
-
-
-def _file_dict(file) -> dict:
-    return file if isinstance(file, dict) else {"path": file.path, "orig_name": file.orig_name}
-
-
-def _api(function, *args):
-    try:
-        return function(*args)
-    except ValueError as error:  # ServiceError, LibraryError, StoreError's cousins: the user's to fix
-        raise gr.Error(str(error)) from None

@@ -14,11 +14,12 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SESSION_PATTERN = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+SESSION_PATTERN = re.compile(r"[A-Za-z0-9_-]{8,64}")  # whole string (fullmatch): `$` would take a final newline
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -58,7 +59,7 @@ def new_session_id() -> str:
 
 
 def check_session(session: str) -> str:
-    if not isinstance(session, str) or not SESSION_PATTERN.match(session):
+    if not isinstance(session, str) or not SESSION_PATTERN.fullmatch(session):
         raise ValueError("invalid session id")
     return session
 
@@ -108,6 +109,27 @@ class Conversations:
                                   str(answer.meta.get("searched") or question.content), question.kb))
         return turns[-last:] if last else turns
 
+    def forget_document(self, kb: str, document_id: int, name: str, image_names: Collection[str] = ()) -> int:
+        """Scrub a deleted document from every stored answer asked of `kb`: its sources and images leave the
+        answer's meta, and an answer that cited it is replaced by a note. Returns how many answers changed."""
+        changed = 0
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                rows = self._conn.execute("SELECT id, content, meta FROM messages WHERE kb = ? AND role = 'assistant'",
+                                          (kb,)).fetchall()
+                for message_id, content, raw in rows:
+                    scrubbed = _without_document(json.loads(raw), content, document_id, name, image_names)
+                    if scrubbed is not None:
+                        self._conn.execute("UPDATE messages SET content = ?, meta = ? WHERE id = ?",
+                                           (scrubbed[0], json.dumps(scrubbed[1]), message_id))
+                        changed += 1
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return changed
+
     def clear(self, session: str) -> int:
         check_session(session)
         with self._lock:
@@ -132,3 +154,20 @@ class Conversations:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def _without_document(meta: dict[str, Any], content: str, document_id: int, name: str,
+                      image_names: Collection[str]) -> tuple[str, dict[str, Any]] | None:
+    """(content, meta) of an answer with a document's passages and images taken out; None when it had none."""
+    sources = meta.get("sources") or []
+    kept = [s for s in sources if s.get("document_id") != document_id]
+    images = meta.get("images") or []
+    kept_images = [i for i in images if Path(str(i.get("path", ""))).name not in image_names]
+    if len(kept) == len(sources) and len(kept_images) == len(images):
+        return None
+    cited = any(s.get("cited") for s in sources if s.get("document_id") == document_id)
+    meta = {**meta, "sources": kept, "images": kept_images}
+    if cited:  # the answer quotes the document: nothing of it may stay
+        content = f"(This answer came from {name}, which has been deleted from the knowledge base.)"
+        meta["unsupported"] = []
+    return content, meta

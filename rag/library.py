@@ -65,7 +65,7 @@ class Library:
         check_name(name)
         folder = (self.root / name).resolve()
         if folder.parent != self.root:  # belt and braces: the pattern already rules this out
-            raise LibraryError(f"knowledge base name {name!r} points outside {self.root}")
+            raise LibraryError(f"knowledge base name {name!r} points outside the knowledge-base folder")
         return folder
 
     def create(self, name: str) -> Path:
@@ -74,7 +74,8 @@ class Library:
         if name == self.default or _is_knowledge_base(folder):
             raise KnowledgeBaseExists(f"a knowledge base named {name!r} already exists")
         if folder.exists() and any(folder.iterdir()):
-            raise LibraryError(f"{folder} exists and is not an empty knowledge base; choose another name")
+            raise KnowledgeBaseExists(f"a folder named {name!r} exists and is not an empty knowledge base; "
+                                      "choose another name")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / MARKER).touch()
         return folder

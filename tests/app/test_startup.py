@@ -35,7 +35,8 @@ def test_python_app_py_serves_with_its_flags(tmp_path, tiny_generator_dir):
     share = offline()  # with a network, --share would really open a public tunnel: only try it offline
     command = [sys.executable, "app.py", "--port", str(port), "--store", str(tmp_path / "kb" / "main"),
                "--auth", "ann:pw", "--generator", str(tiny_generator_dir), "--max-upload-mb", "0.01",
-               "--max-upload-files", "2", *(["--share"] if share else [])]
+               "--max-upload-files", "2", "--allowed-origins", "http://friend.example:8080",
+               *(["--share"] if share else [])]
     env = {**os.environ, "LOUPE_CACHE_DIR": str(tmp_path / "cache"), "LOUPE_OCR": "false"}
     process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
@@ -58,6 +59,10 @@ def test_python_app_py_serves_with_its_flags(tmp_path, tiny_generator_dir):
             assert http.get("/api/documents", auth=("ann", "pw")).json() == []
             big = http.post("/api/ingest", auth=("ann", "pw"), files={"file": ("a.txt", b"a" * 20_000)})
             assert big.status_code == 413 and "0.01 MB" in big.json()["detail"]  # --max-upload-mb reached it
+            question = {"question": "Is anything here?", "mode": "extractive"}
+            for origin, status in (("http://friend.example:8080", 200), ("http://evil.example", 403)):
+                answer = http.post("/api/ask", auth=("ann", "pw"), json=question, headers={"Origin": origin})
+                assert answer.status_code == status, (origin, answer.text)  # --allowed-origins reached the guard
         assert (tmp_path / "kb").is_dir()  # --store was used
     finally:
         process.terminate()
