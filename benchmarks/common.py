@@ -67,3 +67,4 @@ class PeakRss:
     @property
     def growth_mb(self) -> float:
         return (self.peak - self.start) / 2**20
+

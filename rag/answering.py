@@ -10,8 +10,10 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 
+from rag.errors import LoupeError, TooLarge
 from rag.generator import Generator
 from rag.grounding import check_answer, cite, split_sentences
 from rag.lexical_index import bm25_scores
@@ -100,7 +102,10 @@ class Assistant:
         return final_answer(self.stream(question, k, mode))
 
     def stream(self, question: str, k: int | None = None, mode: str | None = None) -> Iterator[str | Answer]:
-        """Yield pieces of answer text as they come, then the finished Answer."""
+        """Yield pieces of answer text as they come, then the finished Answer.
+
+        Closing the stream early (a client gone) ends the generation at its next step."""
+        question = check_question(question, self.settings)
         k = k or self.settings.top_k
         mode = mode or self.settings.answer_mode
         start = time.perf_counter()
@@ -132,12 +137,14 @@ class Assistant:
     def _generate(self, question: str, passages: list[Passage], ranked: list[RankedSentence],
                   answer: Answer) -> Iterator[str]:
         """Generate from the best sentences, then check each answer sentence against the whole passages."""
-        chosen = sorted(ranked[:CONTEXT_SENTENCES], key=lambda r: r.position)
+        generator = self._generator()
+        messages = fitted_messages(generator, question, ranked[:CONTEXT_SENTENCES], self.settings.max_new_tokens)
         pieces = []
-        for piece in self._generator().stream(build_messages(question, passages, [r.text for r in chosen]),
-                                              self.settings.max_new_tokens):
-            pieces.append(piece)
-            yield piece
+        # closing(): when our reader stops early, the generator's stream is closed now, which frees its batch row
+        with closing(generator.stream(messages, self.settings.max_new_tokens)) as stream:
+            for piece in stream:
+                pieces.append(piece)
+                yield piece
         checks = check_answer("".join(pieces), [p.chunk.text for p in passages])
         answer.unsupported = [c.text for c in checks if not c.supported]
         if checks and not any(c.supported for c in checks):
@@ -188,6 +195,33 @@ class Assistant:
             if hit.score >= MIN_IMAGE_SIMILARITY:
                 images.setdefault(hit.image.id, _answer_image(kb, hit.image, hit.score))
         return list(images.values())[:MAX_IMAGES]
+
+
+def check_question(question: str, settings: Settings) -> str:
+    """The question with its whitespace normalised; refused when empty or longer than the cap.
+
+    Every path a question takes (chat, Gradio API, REST, CLI) goes through here, so that no question can hold
+    the generator for long: its length bounds the prompt."""
+    question = " ".join(question.split())
+    if not question:
+        raise LoupeError("Type a question first.")
+    if len(question) > settings.max_question_chars:
+        raise TooLarge(f"The question is {len(question):,} characters long; the limit is "
+                       f"{settings.max_question_chars:,}. Ask a shorter question.")
+    return question
+
+
+def fitted_messages(generator: Generator, question: str, best: list[RankedSentence],
+                    max_new_tokens: int) -> list[dict[str, str]]:
+    """The prompt from the best sentences, dropping the least relevant until it and the answer fit the model's
+    context window. With none left the context is empty; the generator refuses a prompt that still won't fit."""
+    best = list(best)
+    while True:
+        context = [r.text for r in sorted(best, key=lambda r: r.position)]
+        messages = build_messages(question, context)
+        if not best or generator.fits(messages, max_new_tokens):
+            return messages
+        best.pop()  # the least relevant: `best` is ranked best first
 
 
 def final_answer(events: Iterable[object]) -> Answer:

@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from rag.errors import LoupeError
+from rag.logs import configure_logging
 from rag.settings import ANSWER_MODES, RETRIEVAL_MODES, Settings, SettingsError
+
+logger = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--clip-model", dest="clip_model", help="open_clip architecture (env LOUPE_CLIP_MODEL)")
     common.add_argument("--clip-pretrained", dest="clip_pretrained",
                         help="open_clip weights tag or file (env LOUPE_CLIP_PRETRAINED)")
+    common.add_argument("--log-level", dest="log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                        help="env LOUPE_LOG_LEVEL (default INFO)")
 
     parser = argparse.ArgumentParser(prog="python -m rag", description="Loupe: ask your documents.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -64,18 +71,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_level)
     from rag.components import configure_hub
 
     configure_hub()
-    try:
-        return COMMANDS[args.command](args, settings)
-    except Exception as error:  # one clear line, not a traceback, for problems the user can act on
-        from rag.store import StoreError
+    return run_translated(COMMANDS[args.command], args, settings)
 
-        if not isinstance(error, (StoreError, OSError, ValueError)):
-            raise
+
+def run_translated(command, args: argparse.Namespace, settings: Settings) -> int:
+    """The CLI's one error translator: a problem the user can act on is one line on stderr and exit 1;
+    anything else is a bug, logged with its traceback, and exit 70 (EX_SOFTWARE)."""
+    try:
+        return command(args, settings)
+    except (LoupeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except Exception:
+        logger.exception("python -m rag %s failed", args.command)
+        print("error: Loupe failed unexpectedly (the traceback is above)", file=sys.stderr)
+        return 70
 
 
 def _models(settings: Settings, with_images: bool = True):
@@ -157,9 +171,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.store import KnowledgeBase
-
-    documents = KnowledgeBase.open_existing(settings.store, settings.text_model).documents()
+    documents = _open_without_models(settings).documents()
     if args.json:
         print(json.dumps([vars(d) for d in documents], indent=2))
         return 0
@@ -173,9 +185,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.store import KnowledgeBase
-
-    kb = KnowledgeBase.open_existing(settings.store, settings.text_model)
+    kb = _open_without_models(settings)
     info = kb.delete(kb.resolve(args.document).id)
     print(f"deleted {info.name} (id {info.id}): {info.chunks} chunks, {info.images} images")
     return 0
@@ -191,6 +201,13 @@ def cmd_embed_images(args: argparse.Namespace, settings: Settings) -> int:
     count = Ingestor(kb, settings, models.text_embedder, models.image_embedder).embed_waiting_images()
     print(f"embedded {count} images")
     return 0
+
+
+def _open_without_models(settings: Settings):
+    """The configured store, opened to list or delete: no model is loaded (about 1 s instead of 10)."""
+    from rag.store import KnowledgeBase
+
+    return KnowledgeBase.open_existing(settings.store, settings.text_model, use_gpu=settings.device != "cpu")
 
 
 def _existing_store(models, settings: Settings):

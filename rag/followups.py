@@ -26,6 +26,10 @@ from rag.conversations import Turn
 MAX_SHORT_WORDS = 3
 MAX_KEY_TERMS = 5
 MAX_ITEM_WORDS = 8
+# The earlier question carried into a follow-up's search. It may itself be a rewritten follow-up, so without a
+# bound a long run of follow-ups would grow the search string by a whole question each turn, until it passed
+# the question length cap.
+MAX_CONTEXT_CHARS = 300
 
 STOPWORDS = frozenset("""
 a about above after again against all also am an and any are as at be because been before being below between
@@ -75,7 +79,7 @@ def rewrite(question: str, history: Sequence[Turn]) -> Rewrite:
         return Rewrite(question, question)
     previous = history[-1]
     resolved = _resolve_ordinal(question, list_items(previous.answer))
-    context = [previous.searched.rstrip("?.! ")]
+    context = [_clip(previous.searched.rstrip("?.! "), MAX_CONTEXT_CHARS)]
     terms = [t for t in key_terms(previous.answer) if t.lower() not in _words_lower(previous.searched + " " + resolved)]
     if terms:
         context.append(", ".join(terms))
@@ -145,6 +149,13 @@ def _short_item(line: str) -> str:
     """A list line's label: the part before a colon or dash, at most MAX_ITEM_WORDS words."""
     label = re.split(r":|\s[-\u2013\u2014]\s", line, maxsplit=1)[0].strip().rstrip(".")
     return " ".join(label.split()[:MAX_ITEM_WORDS])
+
+
+def _clip(text: str, limit: int) -> str:
+    """At most `limit` characters of `text`, cut at a word boundary."""
+    if len(text) <= limit:
+        return text
+    return text[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def _words_lower(text: str) -> set[str]:

@@ -14,15 +14,21 @@ from pathlib import Path
 
 import numpy as np
 
+from rag.errors import TooLarge
 from rag.records import ModelId
+
+logger = logging.getLogger(__name__)
+DEFAULT_MAX_PIXELS = 64_000_000  # Settings.max_image_megapixels; a query image is untrusted input
 
 
 class ImageEmbedder:
-    def __init__(self, model: str, pretrained: str, device: str = "cpu") -> None:
+    def __init__(self, model: str, pretrained: str, device: str = "cpu",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
         import open_clip
         import torch
 
         self.device = device
+        self.max_pixels = max_pixels
         # A 'local-dir:' model carries its own weights; `pretrained` then means nothing to open_clip.
         pretrained_arg = None if model.startswith("local-dir:") else (pretrained or None)
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(
@@ -47,6 +53,10 @@ class ImageEmbedder:
             batch = []
             for data in images[start:start + batch_size]:
                 with Image.open(io.BytesIO(data)) as image:
+                    # the header's size, checked before a single pixel is decoded
+                    if image.width * image.height > self.max_pixels:
+                        raise TooLarge(f"the image is {image.width}x{image.height} pixels, over the "
+                                       f"{self.max_pixels / 1e6:g}-megapixel limit (LOUPE_MAX_IMAGE_MEGAPIXELS)")
                     batch.append(self.preprocess(image.convert("RGB")))
             with torch.no_grad():
                 rows.append(self.model.encode_image(torch.stack(batch).to(self.device)).float().cpu().numpy())
@@ -60,12 +70,16 @@ class ImageEmbedder:
         return _normalise(vectors)
 
 
-def load_image_embedder(model: str, pretrained: str, device: str = "cpu") -> tuple[ImageEmbedder | None, str]:
+def load_image_embedder(model: str, pretrained: str, device: str = "cpu",
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[ImageEmbedder | None, str]:
     """The CLIP embedder, or None and a one-line reason why image search by text is off."""
     logging.disable(logging.ERROR)  # open_clip logs the failed download itself; the reason below says it once
     try:
-        return ImageEmbedder(model, pretrained, device), ""
+        return ImageEmbedder(model, pretrained, device, max_pixels), ""
     except Exception as error:  # offline hub, missing file, unknown architecture: all mean "no CLIP"
+        logging.disable(logging.NOTSET)
+        # expected without weights (the status line says so); the traceback is for debugging a local copy
+        logger.debug("CLIP did not load", exc_info=True)
         reason = _short(str(error)) or type(error).__name__
         return None, (
             f"Image search by text is off: CLIP weights for {model} ({pretrained or 'no weights named'}) "

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +85,7 @@ def main() -> int:
                 try:
                     page.goto(url, timeout=5_000)
                     break
-                except Exception:
+                except PlaywrightError:  # not serving yet: connection refused or a timeout
                     if server.poll() is not None or time.perf_counter() - started > 300:
                         raise RuntimeError("the app did not start:\n" + (work / "app.log").read_text()) from None
                     time.sleep(0.25)

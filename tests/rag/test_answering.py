@@ -3,11 +3,16 @@ the real SmolLM2 for a real answer."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from ingest.pipeline import Ingestor
+from rag.answering import RankedSentence, check_question, fitted_messages
 from rag.components import Models
-from rag.prompts import NOT_IN_DOCUMENTS
+from rag.errors import LoupeError, TooLarge
+from rag.generator import Generator
+from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from tests.builders import make_pdf, sample_image
 from tests.conftest import make_settings
 
@@ -67,3 +72,35 @@ def test_real_smollm2_answers_from_the_passage(models, filled, smollm2_dir):
     cited = [(s.file, s.page) for s in answer.sources if s.cited]
     assert ("harbour.pdf", 2) in cited, (answer.text, cited)
     assert answer.unsupported == []
+
+
+def test_question_is_normalised_and_capped(settings):
+    assert check_question("  How   many\nships? ", settings) == "How many ships?"
+    with pytest.raises(LoupeError, match="Type a question"):
+        check_question(" \n\t ", settings)
+    with pytest.raises(TooLarge, match="2,001 characters long; the limit is 2,000"):
+        check_question("x" * 2001, settings)
+
+
+def test_assistant_refuses_an_over_long_question_before_any_work(models, filled):
+    # the CLI and the app both answer through Assistant.stream, so both get the cap
+    stream = models.assistant(filled).stream("Why? " * 1000)
+    with pytest.raises(TooLarge):
+        next(stream)
+
+
+def test_context_drops_the_least_relevant_sentences_to_fit_the_window(tiny_generator_dir):
+    generator = Generator(str(tiny_generator_dir), Path("unused"))
+    try:
+        question = "How many ships did the keeper log?"
+        best, second, third = (RankedSentence(1, f"Sentence {n} about ships, keepers and winters.", position, 0, 0.5)
+                               for n, position in ((1, 2), (2, 0), (3, 1)))
+        best_alone = len(generator.prompt_ids(build_messages(question, [best.text])))
+        max_new = generator.context_window - best_alone  # room for the best sentence only
+        messages = fitted_messages(generator, question, [best, second, third], max_new)
+        assert generator.fits(messages, max_new)
+        assert messages == build_messages(question, [best.text])
+        roomy = fitted_messages(generator, question, [best, second, third], 10)
+        assert roomy == build_messages(question, [second.text, third.text, best.text])  # reading order
+    finally:
+        generator.close()

@@ -73,3 +73,29 @@ def test_failures_exit_non_zero_with_the_reason_on_stderr(cli, tmp_path):
     assert "no knowledge base at" in done.stderr
     done = cli("delete", "no-such-file.pdf", expect=1)
     assert "no document 'no-such-file.pdf'" in done.stderr
+
+
+def test_one_translator_for_every_command(capsys, caplog, tmp_path):
+    """A problem the user can act on is one line and exit 1; a bug is logged with its traceback and exit 70."""
+    import argparse
+    import logging
+
+    from rag.cli import run_translated
+    from rag.errors import NotFound
+    from tests.conftest import make_settings
+
+    settings, args = make_settings(tmp_path / "kb"), argparse.Namespace(command="delete")
+
+    def missing(args, settings):
+        raise NotFound("no document 'a.pdf' in kb")
+
+    def bug(args, settings):
+        raise KeyError("chunk 7")
+
+    assert run_translated(missing, args, settings) == 1
+    assert capsys.readouterr().err == "error: no document 'a.pdf' in kb\n"
+    with caplog.at_level(logging.ERROR, logger="rag.cli"):
+        assert run_translated(bug, args, settings) == 70
+    assert "unexpectedly" in capsys.readouterr().err
+    logged = [r for r in caplog.records if r.name == "rag.cli"]
+    assert logged and logged[0].exc_info is not None and "KeyError" in caplog.text

@@ -70,3 +70,14 @@ def test_key_terms_skip_stopwords_and_citations():
     terms = key_terms("The vault is cold. The vault holds seeds [1] and the seeds are alpine. [2]")
     assert terms[:2] == ["vault", "seeds"]
     assert not {"the", "and", "are", "[1]", "1"} & {t.lower() for t in terms}
+
+
+def test_a_long_run_of_follow_ups_keeps_the_search_bounded():
+    """Each rewrite carries the previous search along: clipped, or 40 follow-ups pass the question cap."""
+    history = [MODES]
+    for turn in range(40):
+        asked = rewrite("and why?", history)
+        assert asked.rewritten
+        history.append(Turn("and why?", f"Because of reason number {turn} with words.", asked.search, "default"))
+    assert len(history[-1].searched) < 500, len(history[-1].searched)
+    assert history[1].searched.startswith("and why? (follow-up to: What answer modes does Loupe have")
