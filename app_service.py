@@ -27,7 +27,7 @@ from rag.conversations import Conversations
 from rag.errors import Busy, LoupeError, NotFound
 from rag.followups import Rewrite, rewrite
 from rag.library import KnowledgeBaseNotFound, Library
-from rag.records import ChunkRecord, DocumentInfo, ImageRecord
+from rag.records import ChunkRecord, DocumentInfo
 from rag.settings import ANSWER_MODES, PROJECT_ROOT, Settings
 from rag.store import KnowledgeBase
 
@@ -222,7 +222,7 @@ class LoupeService:
         name = kb or self.default_kb
         store = self.kb(name)
         with self._ingest_lock(name):
-            images = self._images_of(store, int(document_id))
+            images = store.images_on_pages(int(document_id))
             info = store.delete(int(document_id))
             path = Path(info.path)
             uploads = (store.folder / UPLOADS_DIR).resolve()
@@ -235,13 +235,6 @@ class LoupeService:
                 self.on_display_removed(image_name)
         self.conversations.forget_document(name, info.id, info.name, gone)
         return info
-
-    @staticmethod
-    def _images_of(store: KnowledgeBase, document_id: int) -> list[ImageRecord]:
-        info = next((d for d in store.documents() if d.id == document_id), None)
-        if info is None:
-            return []
-        return store.images_on_pages(document_id, list(range(info.pages + 2)))  # pages count from 0 or 1
 
     # --- uploads and ingestion ----------------------------------------------------------------
     def _ingest_lock(self, name: str) -> threading.Lock:

@@ -291,13 +291,17 @@ class Catalog:
         )
         return [ImageRecord(*row[:6], embedded=False) for row in rows]
 
-    def images_of_pages(self, document_id: int, pages: Iterable[int]) -> list[ImageRecord]:
-        pages = list(pages)
-        marks = ",".join("?" * len(pages))
+    def images_of_pages(self, document_id: int, pages: Iterable[int] | None = None) -> list[ImageRecord]:
+        """The images on those pages of a document; every image of the document when `pages` is None."""
+        where, params = "i.document_id = ?", [document_id]
+        if pages is not None:
+            pages = list(pages)
+            where += f" AND i.page IN ({','.join('?' * len(pages))})"
+            params += pages
         rows = self.conn.execute(
             f"SELECT {_IMAGE_COLUMNS} FROM images i JOIN documents d ON d.id = i.document_id "
-            f"WHERE i.document_id = ? AND i.page IN ({marks}) ORDER BY i.id",
-            (document_id, *pages),
+            f"WHERE {where} ORDER BY i.id",
+            params,
         )
         return [ImageRecord(*row[:6], embedded=bool(row[6])) for row in rows]
 

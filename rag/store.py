@@ -278,7 +278,8 @@ class KnowledgeBase:
         with self._lock:
             return list(self._reader.iter_chunk_texts())
 
-    def images_on_pages(self, document_id: int, pages: list[int]) -> list[ImageRecord]:
+    def images_on_pages(self, document_id: int, pages: list[int] | None = None) -> list[ImageRecord]:
+        """The images on those pages of a document; all of its images when `pages` is None."""
         with self._lock:
             return self._reader.images_of_pages(document_id, pages)
 
