@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import io
+import zlib
 from pathlib import Path
 
 from PIL import Image
+
+
+def png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height grey pixels while its data holds one row: decoding it would
+    allocate them all, so a size check must read the header first."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
+            + chunk(b"IEND", b""))
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -26,6 +26,7 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject, Num
 
 from ingest.parsed import IngestError, ParsedFile, ReadLimits
 from ingest.readers import read_file
+from tests.builders import png_header
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MB = 2**20
@@ -65,16 +66,6 @@ def _pdf_of_images(path: Path, pages: list[list[tuple[int, int, bool]]]) -> Path
         page[NameObject("/Contents")] = writer._add_object(content)
     writer.write(path)
     return path
-
-
-def _png_header(width: int, height: int) -> bytes:
-    """A PNG whose header declares width x height grey pixels; its data holds one row only."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
-            + chunk(b"IEND", b""))
 
 
 # --- PDF images ---------------------------------------------------------------------------------
@@ -214,7 +205,7 @@ def test_docx_picture_over_the_pixel_cap(tmp_path: Path, checkerboard: Board, pn
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as target:
         for info in source.infolist():
             is_picture = info.filename.startswith("word/media/")
-            target.writestr(info.filename, _png_header(10_000, 10_000) if is_picture else source.read(info))
+            target.writestr(info.filename, png_header(10_000, 10_000) if is_picture else source.read(info))
     path = tmp_path / "picture.docx"
     path.write_bytes(buffer.getvalue())
     assert reason_of(path) == ("page 1: an image of 10000x10000 pixels (100 megapixels) is over the 64 megapixel "
@@ -226,7 +217,7 @@ def test_docx_picture_over_the_pixel_cap(tmp_path: Path, checkerboard: Board, pn
 
 def test_image_file_header_over_the_pixel_cap(tmp_path: Path) -> None:
     path = tmp_path / "huge.png"
-    path.write_bytes(_png_header(10_000, 10_000))  # 100 megapixels declared in 100 bytes
+    path.write_bytes(png_header(10_000, 10_000))  # 100 megapixels declared in 100 bytes
     assert reason_of(path) == ("an image of 10000x10000 pixels (100 megapixels) is over the 64 megapixel limit "
                                "(LOUPE_MAX_IMAGE_MEGAPIXELS)")
 
@@ -234,14 +225,14 @@ def test_image_file_header_over_the_pixel_cap(tmp_path: Path) -> None:
 def test_image_file_is_checked_before_it_is_decoded(tmp_path: Path) -> None:
     """Below PIL's own alarm: only the setting refuses it, from the header (the data would not decode)."""
     path = tmp_path / "big.png"
-    path.write_bytes(_png_header(3000, 3000))
+    path.write_bytes(png_header(3000, 3000))
     assert reason_of(path, ReadLimits(max_image_pixels=4_000_000)) == (
         "an image of 3000x3000 pixels (9 megapixels) is over the 4 megapixel limit (LOUPE_MAX_IMAGE_MEGAPIXELS)")
 
 
 def test_gigapixel_header_is_refused_by_pil_before_decoding(tmp_path: Path) -> None:
     path = tmp_path / "giga.png"
-    path.write_bytes(_png_header(50_000, 50_000))
+    path.write_bytes(png_header(50_000, 50_000))
     assert reason_of(path).startswith("image too large to decode safely (")
 
 

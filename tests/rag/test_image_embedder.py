@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import zlib
-
 import pytest
 
 from rag.errors import TooLarge
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG declaring width x height grey pixels whose data holds one row: decoding it would allocate the lot."""
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
-
-    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(width + 1)))
-            + chunk(b"IEND", b""))
+from tests.builders import png_bytes, png_header, sample_image
 
 
 def test_an_image_over_the_pixel_cap_is_refused_from_its_header(image_embedder, monkeypatch):
@@ -26,8 +15,6 @@ def test_an_image_over_the_pixel_cap_is_refused_from_its_header(image_embedder, 
 
 
 def test_an_image_within_the_cap_is_embedded(image_embedder, monkeypatch):
-    from tests.builders import png_bytes, sample_image
-
     monkeypatch.setattr(image_embedder, "max_pixels", 1_000_000)
     vectors = image_embedder.embed_images([png_bytes(sample_image("chelsea"))])
     assert vectors.shape == (1, image_embedder.dim)
