@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def failure_note(error: BaseException, doing: str) -> str:
+    """A failed UI action as the page shows it: the translator's message (a bug logged, its text withheld),
+    escaped for Markdown."""
+    return f"⚠ {views.plain(user_message(error, doing))}"
+
+
 def exposure_notice(settings: Settings) -> str:
     return views.exposure_notice(settings.host, settings.share, settings.auth, settings.public_demo)
 
@@ -96,7 +102,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         return status, gr.Column(visible=not docs), table, picker
 
     with gr.Blocks(title="Loupe — ask your documents") as demo:
-        received = ReceivedFiles(demo, int(settings.max_upload_mb * 1024 * 1024))
+        received = ReceivedFiles(demo, settings.max_upload_mb)
         service.on_display_removed = received.remove_cached_copies
         exposure = exposure_notice(settings)
         gr.Markdown(exposure, visible=bool(exposure), elem_id="exposure-warning")
@@ -228,7 +234,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                         rows, found, text, images = views.panel(meta, service.display_copy)
                         yield history, "", rows, found, text, images, ""
             except Exception as error:  # the user's to fix, or a bug (logged): said in the chat either way
-                history[-1]["content"] = f"⚠ {views.plain(user_message(error, 'answer'))}"
+                history[-1]["content"] = failure_note(error, "answer")
                 yield history, gr.skip(), [], [], "", [], ""
 
         chat_io = dict(inputs=[question, chatbot, session, kb_pick, top_k, mode],
@@ -298,7 +304,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
             try:
                 count = service.embed_waiting_images(kb)
             except Exception as error:
-                return f"⚠ {user_message(error, 'embed the images')}", *kb_view(kb)
+                return failure_note(error, "embed the images"), *kb_view(kb)
             return f"Embedded {count} waiting images.", *kb_view(kb)
 
         embed.click(embed_waiting, [kb_pick], [doc_message, *kb_outputs], **ingest_io)
@@ -310,7 +316,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
             try:
                 service.create_kb(name)
             except Exception as error:
-                return f"⚠ {views.plain(user_message(error, 'create the knowledge base'))}", gr.skip(), gr.skip(), \
+                return failure_note(error, "create the knowledge base"), gr.skip(), gr.skip(), \
                     *unchanged
             return (f"Created **{name}**.", gr.Dropdown(choices=service.kb_names(), value=name), "",
                     *switch(name, session_id))
@@ -323,7 +329,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
             try:
                 service.delete_kb(kb)
             except Exception as error:
-                return f"⚠ {views.plain(user_message(error, 'delete the knowledge base'))}", gr.skip(), False, \
+                return failure_note(error, "delete the knowledge base"), gr.skip(), False, \
                     *unchanged
             return (f"Deleted knowledge base **{kb}**.", gr.Dropdown(choices=service.kb_names(),
                     value=service.default_kb), False, *switch(service.default_kb, session_id))
@@ -340,7 +346,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
             try:
                 return show_images(service.search_images(kb, query))
             except Exception as error:
-                return [], f"⚠ {views.plain(user_message(error, 'search images'))}"
+                return [], failure_note(error, "search images")
 
         def by_image(path, kb):
             if not path:
@@ -348,7 +354,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
             try:
                 return show_images(service.similar_images(kb, received.read(path)))
             except Exception as error:
-                return [], f"⚠ {views.plain(user_message(error, 'search images'))}"
+                return [], failure_note(error, "search images")
 
         image_query.submit(by_text, [image_query, kb_pick], [image_results, image_message], **PRIVATE)
         search_text.click(by_text, [image_query, kb_pick], [image_results, image_message], **PRIVATE)
@@ -375,7 +381,7 @@ def launch(demo: gr.Blocks, service: LoupeService, quiet: bool = False) -> str:
     # Gradio explains a failed share link in ten lines of download instructions: say it in one instead.
     with contextlib.redirect_stdout(io.StringIO()) if settings.share else contextlib.nullcontext():
         _, url, share_url = demo.launch(server_name=settings.host, server_port=settings.port, share=settings.share,
-                                        auth=auth, max_file_size=int(settings.max_upload_mb * 1024 * 1024),
+                                        auth=auth, max_file_size=settings.max_upload_bytes,
                                         prevent_thread_lock=True, quiet=quiet, css=views.CSS, footer_links=["api"],
                                         theme=gr.themes.Soft(), show_error=False,
                                         app_kwargs=app_kwargs(settings))

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from ingest.ocr import OcrEngine
 from ingest.pipeline import Ingestor
 from ingest.readers import SUPPORTED_SUFFIXES
 from rag.answering import Answer, Assistant, check_question, final_answer
@@ -111,6 +110,14 @@ def _holds(path: Path, sha256: str) -> bool:
         return hashlib.file_digest(handle, "sha256").hexdigest() == sha256
 
 
+def over_upload_limit(name: str, size: int, max_mb: float) -> str:
+    """Why an upload of `size` bytes is refused; empty when it is within the limit (max_upload_mb). One
+    wording for every surface: the UI's progress rows, the Gradio API and REST."""
+    if size <= int(max_mb * _MB):
+        return ""
+    return f"{name}: file is {size / _MB:.1f} MB, over the {max_mb:g} MB upload limit (--max-upload-mb)"
+
+
 def safe_upload_name(name: str) -> str:
     """The name an upload is stored under: the name itself when it is a plain file name, else an error."""
     if not isinstance(name, str) or not name.strip():
@@ -133,13 +140,12 @@ def inside(folder: Path, name: str) -> Path:
 
 
 class LoupeService:
-    def __init__(self, settings: Settings, models: Models, ocr: OcrEngine | None = None) -> None:
+    def __init__(self, settings: Settings, models: Models) -> None:
         self.settings = settings
         self.models = models
         self.library = Library.for_store(settings.store)
         self.library.root.mkdir(parents=True, exist_ok=True)
         self.conversations = Conversations(self.library.root / CONVERSATIONS_FILE)
-        self.ocr = ocr if ocr is not None else (OcrEngine() if settings.ocr else None)
         self._lock = threading.Lock()  # guards the dictionaries below; held only for moments
         self._kbs: dict[str, KnowledgeBase] = {}
         self._assistants: dict[str, Assistant] = {}
@@ -253,9 +259,8 @@ class LoupeService:
         if Path(name).suffix.lower() not in SUPPORTED_SUFFIXES:
             supported = " ".join(sorted(SUPPORTED_SUFFIXES))
             return f"{name}: unsupported file type '{Path(name).suffix or name}' (supported: {supported})"
-        if size > self.settings.max_upload_mb * _MB:
-            return (f"{name}: file is {size / _MB:.1f} MB, over the {self.settings.max_upload_mb:g} MB upload limit "
-                    "(--max-upload-mb)")
+        if too_large := over_upload_limit(name, size, self.settings.max_upload_mb):
+            return too_large
         return ""
 
     def ingest(self, kb: str | None, uploads: list[tuple[str, Path]],
@@ -307,7 +312,8 @@ class LoupeService:
                                 f"{done} page" + ("s" if done != 1 else ""))
                 notify()
 
-        ingestor = Ingestor(store, self.settings, self.models.text_embedder, self.models.image_embedder, self.ocr)
+        ingestor = Ingestor(store, self.settings, self.models.text_embedder, self.models.image_embedder,
+                            self.settings.ocr)
         failure = ""
         try:
             report = ingestor.ingest([target for _, target, _ in staged], on_progress=progress,

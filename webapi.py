@@ -49,7 +49,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app_service import LoupeService, safe_upload_name
+from app_service import LoupeService, over_upload_limit, safe_upload_name
 from rag.errors import Forbidden, LoupeError, TooLarge
 from rag.settings import Settings
 
@@ -123,9 +123,10 @@ class ReceivedFiles:
     A client can name any server path in a file argument (a dict without Gradio's `meta` skips Gradio's own
     check), so every entry point that takes a file passes it through `path` or `read` first."""
 
-    def __init__(self, blocks: gr.Blocks, max_bytes: int) -> None:
+    def __init__(self, blocks: gr.Blocks, max_mb: float) -> None:
         self.blocks = blocks
-        self.max_bytes = max_bytes
+        self.max_mb = max_mb  # --max-upload-mb
+        self.max_bytes = int(max_mb * 2**20)
 
     def path(self, file: Any) -> Path:
         """The checked path of an uploaded file: registered by the upload route, a regular file (not a link)
@@ -141,9 +142,8 @@ class ReceivedFiles:
         resolved = Path(given).resolve()
         if not stat.S_ISREG(info.st_mode) or not resolved.is_relative_to(folder):
             raise Forbidden(NOT_RECEIVED)
-        if info.st_size > self.max_bytes:
-            raise TooLarge(f"{resolved.name}: file is {info.st_size / 2**20:.1f} MB, over the "
-                           f"{self.max_bytes / 2**20:g} MB upload limit (--max-upload-mb)")
+        if too_large := over_upload_limit(resolved.name, info.st_size, self.max_mb):
+            raise TooLarge(too_large)
         return resolved
 
     def read(self, file: Any) -> bytes:
@@ -151,8 +151,8 @@ class ReceivedFiles:
         path = self.path(file)
         with open(path, "rb") as handle:
             data = handle.read(self.max_bytes + 1)
-        if len(data) > self.max_bytes:
-            raise TooLarge(f"{path.name}: over the {self.max_bytes / 2**20:g} MB upload limit (--max-upload-mb)")
+        if too_large := over_upload_limit(path.name, len(data), self.max_mb):  # it grew since the check
+            raise TooLarge(too_large)
         return data
 
     def discard(self, paths: Iterable[Path]) -> None:
@@ -297,7 +297,7 @@ async def _send_json(send: Send, status: int, detail: str) -> None:
 
 
 def max_request_bytes(settings: Settings) -> int:
-    return int(settings.max_upload_mb * 1024 * 1024) * settings.max_upload_files + MULTIPART_SLACK
+    return settings.max_upload_bytes * settings.max_upload_files + MULTIPART_SLACK
 
 
 def app_kwargs(settings: Settings) -> dict[str, Any]:
@@ -342,7 +342,6 @@ def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
     settings = service.settings
     router = APIRouter(prefix="/api", tags=["Loupe"], dependencies=[Depends(make_auth_check(settings))],
                        route_class=RestRoute)
-    limit = int(settings.max_upload_mb * 1024 * 1024)
 
     @router.get("/knowledge-bases")
     def knowledge_bases() -> dict:
@@ -371,9 +370,8 @@ def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
                            "(--max-upload-files)")
         for upload in files:
             safe_upload_name(upload.filename or "")
-            if (upload.size or 0) > limit:
-                raise TooLarge(f"{upload.filename}: file is {upload.size / 2**20:.1f} MB, over the "
-                               f"{settings.max_upload_mb:g} MB upload limit (--max-upload-mb)")
+            if too_large := over_upload_limit(upload.filename, upload.size or 0, settings.max_upload_mb):
+                raise TooLarge(too_large)
         with tempfile.TemporaryDirectory(prefix="loupe-upload-") as folder:
             staged = []
             for index, upload in enumerate(files):

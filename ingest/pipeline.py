@@ -24,7 +24,6 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ingest.chunking import ChunkBudget, chunk_blocks
-from ingest.ocr import OcrEngine
 from ingest.parse_worker import read_file_bounded
 from ingest.parsed import IngestError, PageImage, ParsedFile, ReadLimits, TextBlock
 from ingest.paths import expand_paths
@@ -107,12 +106,12 @@ class _Prepared:
 
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: TextEmbedder,
-                 image_embedder: ImageEmbedder | None = None, ocr: OcrEngine | None = None) -> None:
+                 image_embedder: ImageEmbedder | None = None, ocr: bool = False) -> None:
         self.kb = kb
         self.settings = settings
         self.text_embedder = text_embedder
         self.image_embedder = image_embedder
-        self.ocr = ocr
+        self.ocr = ocr  # OCR scanned pages and pictures; it runs in the parse worker, which loads its own engine
         self.budget = ChunkBudget(min(settings.chunk_tokens, text_embedder.max_tokens), settings.chunk_overlap)
 
     def ingest(self, arguments: Iterable[str | Path], show_progress: bool = False,
@@ -192,7 +191,7 @@ class Ingestor:
                                "nothing added")
         start = time.perf_counter()
         # an untrusted file is parsed (and OCR'd) in a worker process, within time and memory limits
-        parsed = read_file_bounded(path, self.ocr is not None, ReadLimits.from_settings(self.settings))
+        parsed = read_file_bounded(path, self.ocr, ReadLimits.from_settings(self.settings))
         notify(name, "parse", 0, parsed.page_count)
         batches = self._batches(parsed, notify, name)
         first = next(batches)
@@ -356,7 +355,7 @@ def _size_and_sha256(path: Path, max_bytes: int) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _ocr_hint(parsed: ParsedFile, ocr: OcrEngine | None) -> str:
-    if ocr is None and parsed.kind in ("pdf", "image"):
+def _ocr_hint(parsed: ParsedFile, ocr: bool) -> str:
+    if not ocr and parsed.kind in ("pdf", "image"):
         return " (OCR is off, so scanned pages and pictures of text yield nothing)"
     return ""

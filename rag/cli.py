@@ -102,13 +102,11 @@ def _models(settings: Settings, with_images: bool = True):
 
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.ocr import OcrEngine
     from ingest.pipeline import Ingestor
 
     models = _models(settings)
     kb = models.open_store()
-    ingestor = Ingestor(kb, settings, models.text_embedder, models.image_embedder,
-                        OcrEngine() if settings.ocr else None)
+    ingestor = Ingestor(kb, settings, models.text_embedder, models.image_embedder, settings.ocr)
     report = ingestor.ingest(args.paths, show_progress=not args.quiet and not args.json)
     if args.json:
         print(json.dumps({"files": [vars(o) for o in report.outcomes], "seconds": dict(report.seconds),

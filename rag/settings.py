@@ -139,6 +139,10 @@ class Settings:
         return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
     @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
     def max_file_bytes(self) -> int:
         return int(self.max_file_mb * 1024 * 1024)
 

@@ -6,7 +6,6 @@ import shutil
 
 import pytest
 
-from ingest.ocr import OcrEngine
 from ingest.pipeline import Ingestor
 from rag.store import KnowledgeBase
 from tests.builders import make_pdf, png_bytes, sample_image
@@ -30,7 +29,7 @@ def corpus(tmp_path):
     return folder
 
 
-def ingestor(models, ocr=None):
+def ingestor(models, ocr=False):
     return Ingestor(models.open_store(), models.settings, models.text_embedder, models.image_embedder, ocr)
 
 
@@ -139,7 +138,7 @@ def test_ocr_makes_a_screenshot_searchable(models, tmp_path):
                                font=ImageFont.load_default(size=48))
     path = tmp_path / "screenshot.png"
     image.save(path)
-    loader = ingestor(models, OcrEngine())
+    loader = ingestor(models, ocr=True)
     report = loader.ingest([path])
     assert report.outcomes[0].chunks == 1 and report.seconds["ocr"] > 0
     hit = models.assistant(loader.kb).retriever.search("when does the warranty expire", 1)[0]
