@@ -1,22 +1,24 @@
 """Load: many people chatting at once plus one uploading, against the real app on 127.0.0.1.
 
 Starts the real app (app.create_app + launch, the default generator: SmolLM2 from the packaged GGUF) on a
-temporary knowledge base of Disfl-QA paragraphs, then, for each generation batch size and each number of
-users, runs two phases, each with one PDF upload through HTTP /api/ingest at the same time:
+temporary knowledge base of Disfl-QA paragraphs, then, for each generation batch size, answer mode and number
+of users, runs two phases, each with one PDF upload through HTTP /api/ingest at the same time:
 - chat: N users ask at once through LoupeService.chat in threads, the code path the chat UI streams from,
-  which gives the time to first token (TTFT) as well as the total time;
+  which gives the time to the first piece of answer text (TTFT) as well as the total time;
 - http: N users ask at once through HTTP POST /api/ask (a whole answer per request: total time only).
-`generation_batch=1` decodes one question at a time (the behaviour before batching); compare it with the
-batched default in the same run. Bounded: N requests per phase, each with a timeout, and traffic to
-127.0.0.1 only.
+Compare answer modes (generate: the model's text is the answer; answer-first: the quoted sentences come first,
+then the model's checked line) or batch sizes (1 decodes one question at a time) in the same run. Bounded: N
+requests per phase, each with a timeout, and traffic to 127.0.0.1 only.
 
-    .venv/bin/python -m benchmarks.load [--users 10,25] [--batches 1,8] [--paragraphs 20] [--torch-threads 0]
+    .venv/bin/python -m benchmarks.load [--users 10,25] [--modes generate,answer-first] [--batches 8]
+                                        [--paragraphs 20] [--torch-threads 0]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -85,11 +87,11 @@ def serving(settings: Settings, shared: Models) -> Iterator[tuple[str, object]]:
         generator.close()
 
 
-def chat_user(service, question: str) -> Sample:
+def chat_user(service, question: str, mode: str) -> Sample:
     start = time.perf_counter()
     first = None
     try:
-        for event in service.chat(None, question):
+        for event in service.chat(None, question, mode=mode):
             if isinstance(event, str) and first is None:
                 first = time.perf_counter() - start
     except Exception as error:  # noqa: BLE001 - a failed request is a result here, counted and shown
@@ -97,10 +99,10 @@ def chat_user(service, question: str) -> Sample:
     return Sample(time.perf_counter() - start, first)
 
 
-def http_user(client, url: str, question: str) -> Sample:
+def http_user(client, url: str, question: str, mode: str) -> Sample:
     start = time.perf_counter()
     try:
-        response = client.post(f"{url}/api/ask", json={"question": question})
+        response = client.post(f"{url}/api/ask", json={"question": question, "mode": mode})
         error = "" if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
     except Exception as error:  # noqa: BLE001 - a failed request is a result here
         return Sample(time.perf_counter() - start, None, f"{type(error).__name__}: {error}")
@@ -114,14 +116,16 @@ def upload(client, url: str, pdf: Path, name: str) -> Sample:
     return Sample(time.perf_counter() - start, None, error)
 
 
-def phase(kind: str, users: int, questions: list[str], url: str, service, pdf: Path, timeout_s: float) -> dict:
+def phase(kind: str, users: int, questions: list[str], url: str, service, pdf: Path, timeout_s: float,
+          mode: str) -> dict:
     """`users` questions at once plus one upload of `pdf`; every request bounded by `timeout_s`."""
     import httpx
 
     with httpx.Client(timeout=timeout_s) as client, ThreadPoolExecutor(users + 1) as pool:
         uploading = pool.submit(upload, client, url, pdf, pdf.name)
-        asks = [pool.submit(chat_user, service, q) if kind == "chat" else pool.submit(http_user, client, url, q)
-                for q in (questions[i % len(questions)] for i in range(users))]
+        user = (lambda q: pool.submit(chat_user, service, q, mode)) if kind == "chat" else (
+            lambda q: pool.submit(http_user, client, url, q, mode))
+        asks = [user(questions[i % len(questions)]) for i in range(users)]
         done, late = wait([uploading, *asks], timeout=timeout_s)
         samples = [f.result() if f in done else Sample(timeout_s, None, "no answer in time") for f in asks]
         sent = uploading.result() if uploading in done else Sample(timeout_s, None, "no answer in time")
@@ -145,7 +149,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--beir", type=Path, default=DEFAULT_BEIR)
     parser.add_argument("--users", default="10,25", help="comma-separated numbers of concurrent users")
-    parser.add_argument("--batches", default="1,8", help="comma-separated generation_batch values to compare")
+    parser.add_argument("--batches", default="8", help="comma-separated generation_batch values to compare")
+    parser.add_argument("--modes", default="generate,answer-first", help="comma-separated answer modes to compare")
     parser.add_argument("--paragraphs", type=int, default=20)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--phases", default="chat,http")
@@ -163,28 +168,33 @@ def main() -> None:
         for doc_id, text in corpus.items():
             (docs / f"{doc_id}.txt").write_text(text)
         rows = []
-        for batch in (int(b) for b in args.batches.split(",")):
+        for batch in _ints(args.batches):
             settings = base.with_(generation_batch=batch, port=free_port(), max_waiting_questions=64)
             with serving(settings, shared) as (url, service):
                 if not service.documents(None):
                     service.ingest(None, [(p.name, p) for p in sorted(docs.iterdir())])
                 service.ask(None, questions[0])  # warm-up, not measured: the first call loads the generator
-                for users in (int(u) for u in args.users.split(",")):
-                    for kind in args.phases.split(","):
-                        # a new PDF each phase: the same bytes again would be recognised and skipped
-                        pdf = make_pdf(Path(tmp) / f"upload-{batch}-{users}-{kind}.pdf", pages=3, seed=len(rows))
-                        row = {"batch": batch, **phase(kind, users, questions, url, service, pdf,
-                                                        args.request_timeout)}
-                        print(json.dumps(row), flush=True)
-                        rows.append(row)
+                for mode, users, kind in itertools.product(args.modes.split(","), _ints(args.users),
+                                                           args.phases.split(",")):
+                    # a new PDF each phase: the same bytes again would be recognised and skipped
+                    pdf = make_pdf(Path(tmp) / f"upload-{len(rows)}.pdf", pages=3, seed=len(rows))
+                    row = {"batch": batch, "mode": mode,
+                           **phase(kind, users, questions, url, service, pdf, args.request_timeout, mode)}
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
     print(f"\n{os.cpu_count()} cores, torch threads {args.torch_threads or 'default'}, {len(corpus)} paragraphs\n")
-    print("| generation_batch | users | path | TTFT p50 s | TTFT p95 s | total p50 s | total p95 s | max s | "
-          "failed | upload s |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| answer mode | generation_batch | users | path | TTFT p50 s | TTFT p95 s | total p50 s | total p95 s | "
+          "max s | failed | upload s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         path = "LoupeService.chat (stream)" if r["phase"] == "chat" else "HTTP /api/ask"
-        print(f"| {r['batch']} | {r['users']} | {path} | {r['ttft_p50'] or '-'} | {r['ttft_p95'] or '-'} | "
+        print(f"| {r['mode']} | {r['batch']} | {r['users']} | {path} | {r['ttft_p50'] or '-'} | "
+              f"{r['ttft_p95'] or '-'} | "
               f"{r['total_p50']} | {r['total_p95']} | {r['total_max']} | {r['failed']} | {r['upload_s']} |")
+
+
+def _ints(values: str) -> list[int]:
+    return [int(v) for v in values.split(",")]
 
 
 if __name__ == "__main__":

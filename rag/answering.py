@@ -10,15 +10,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Generator as Generator_
 from contextlib import closing
 from dataclasses import dataclass, field
 
 from rag.errors import LoupeError, TooLarge
 from rag.generator import Generator
-from rag.grounding import check_answer, cite, split_sentences
+from rag.grounding import check_answer, cite, content_words, split_sentences
 from rag.lexical_index import bm25_scores
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from rag.records import ImageRecord
+from rag.repeats import RepeatGuard
 from rag.retrieval import Passage, Retriever, fuse
 from rag.settings import Settings
 from rag.store import KnowledgeBase
@@ -29,6 +31,12 @@ MIN_PASSAGE_SIMILARITY = 0.25
 MIN_SENTENCE_SIMILARITY = 0.3
 SENTENCE_MARGIN = 1.0  # in fused z-score units: about one standard deviation of each method
 MAX_EXTRACTED_SENTENCES = 3
+# answer-first: the model's own line after the quote is one short sentence.
+PHRASING_TOKENS = 48
+# A sentence with at most this many content words beyond one quoted sentence, and at least this share of its
+# words, only restates the quote.
+RESTATE_NEW_WORDS = 1
+RESTATE_SHARE = 0.6
 # The generator sees the best sentences of the passages, not the whole passages (docs/EVALUATION.md).
 CONTEXT_SENTENCES = 5
 MAX_IMAGES = 6
@@ -76,7 +84,9 @@ class Answer:
     sources: list[Source] = field(default_factory=list)
     images: list[AnswerImage] = field(default_factory=list)
     grounded: bool = True  # False when the documents hold no answer
-    unsupported: list[str] = field(default_factory=list)  # answer sentences no passage supports
+    unsupported: list[str] = field(default_factory=list)  # answer sentences no passage supports (shown, flagged)
+    withheld: list[str] = field(default_factory=list)  # the model's sentences not shown: unsupported (answer-first)
+    looped: bool = False  # the generator repeated itself and was stopped; the repeat was never shown
     seconds: dict[str, float] = field(default_factory=dict)  # retrieve, generate
 
     def to_json(self) -> dict:
@@ -88,6 +98,8 @@ class Answer:
             "images": [{"file": i.file, "page": i.page, "score": round(i.score, 4)} for i in self.images],
             "grounded": self.grounded,
             "unsupported": self.unsupported,
+            "withheld": self.withheld,
+            "looped": self.looped,
             "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
         }
 
@@ -104,6 +116,8 @@ class Assistant:
     def stream(self, question: str, k: int | None = None, mode: str | None = None) -> Iterator[str | Answer]:
         """Yield pieces of answer text as they come, then the finished Answer.
 
+        Whether the documents answer the question is decided before the first word, from the passages and their
+        best sentences, so an answer never turns into a refusal at the end: what is shown stays shown.
         Closing the stream early (a client gone) ends the generation at its next step."""
         question = check_question(question, self.settings)
         k = k or self.settings.top_k
@@ -111,23 +125,24 @@ class Assistant:
         start = time.perf_counter()
         passages = self.retriever.search(question, k)
         answer = Answer(question, "", mode, _sources(passages))
+        ranked = self._rank_sentences(question, passages) if _answerable(passages) else []
+        quoted = _best_sentences(ranked)
         answer.seconds["retrieve"] = time.perf_counter() - start
         start = time.perf_counter()
-        if not _answerable(passages):
+        if not quoted:
             answer.text, answer.grounded, answer.sources = NOT_IN_DOCUMENTS, False, []
             yield answer.text
         elif mode == "extractive":
-            answer.text = self._extract(question, passages)
+            answer.text = _quote(quoted)
             yield answer.text
+        elif mode == "answer-first":
+            answer.text = _quote(quoted)
+            yield answer.text
+            yield from self._add_phrasing(question, passages, quoted, answer)
         else:
-            ranked = self._rank_sentences(question, passages)
-            if not ranked:
-                answer.text = NOT_IN_DOCUMENTS
-                yield answer.text
-            else:
-                yield from self._generate(question, passages, ranked, answer)
-        if NOT_IN_DOCUMENTS.rstrip(".").lower() in answer.text.lower():
-            answer.grounded = False
+            yield from self._generate(question, passages, ranked, answer)
+        if _is_refusal(answer.text):
+            answer.grounded = False  # the model's own refusal, said from its first words
         answer.seconds["generate"] = time.perf_counter() - start
         _mark_cited(answer)
         if answer.grounded:
@@ -136,32 +151,49 @@ class Assistant:
 
     def _generate(self, question: str, passages: list[Passage], ranked: list[RankedSentence],
                   answer: Answer) -> Iterator[str]:
-        """Generate from the best sentences, then check each answer sentence against the whole passages."""
-        generator = self._generator()
-        messages = fitted_messages(generator, question, ranked[:CONTEXT_SENTENCES], self.settings.max_new_tokens)
-        pieces = []
-        # closing(): when our reader stops early, the generator's stream is closed now, which frees its batch row
-        with closing(generator.stream(messages, self.settings.max_new_tokens)) as stream:
-            for piece in stream:
-                pieces.append(piece)
-                yield piece
-        checks = check_answer("".join(pieces), [p.chunk.text for p in passages])
+        """The model's answer from the best sentences, streamed as it comes (a loop held back and cut), then each
+        sentence checked against the whole passages: supported ones are cited, the others flagged."""
+        guard = yield from self._guarded(question, ranked[:CONTEXT_SENTENCES], self.settings.max_new_tokens)
+        answer.looped = guard.looping
+        checks = check_answer(guard.kept, [p.chunk.text for p in passages])
         answer.unsupported = [c.text for c in checks if not c.supported]
-        if checks and not any(c.supported for c in checks):
-            # nothing the model said is in the passages: an invented answer; say so instead
-            answer.text = NOT_IN_DOCUMENTS
-        else:
-            answer.text = cite(checks)
+        answer.text = cite(checks)
 
-    def _extract(self, question: str, passages: list[Passage]) -> str:
-        """The best sentences for the question, each with its citation, in the order found."""
-        ranked = self._rank_sentences(question, passages)
-        if not ranked:
-            return NOT_IN_DOCUMENTS
-        best = ranked[0].score
-        chosen = [r for r in ranked[:MAX_EXTRACTED_SENTENCES]
-                  if r.score >= best - SENTENCE_MARGIN and r.cosine >= MIN_SENTENCE_SIMILARITY]
-        return " ".join(f"{r.text} [{r.passage}]" for r in sorted(chosen, key=lambda r: r.position))
+    def _add_phrasing(self, question: str, passages: list[Passage], quoted: list[RankedSentence],
+                      answer: Answer) -> Iterator[str]:
+        """After the quoted sentences, the model's own short answer from them, shown only where the passages
+        support it and it says more than the quote. It is checked whole before it is shown: the quote is on
+        screen meanwhile, so nothing that would be withdrawn is ever streamed."""
+        guard = yield from self._guarded(question, quoted, PHRASING_TOKENS, show=False)
+        answer.looped = guard.looping
+        checks = check_answer(guard.kept, [p.chunk.text for p in passages])
+        answer.withheld = [c.text for c in checks if not c.supported]
+        keep = [c for c in checks if c.supported and not _is_refusal(c.text) and not _restates(c.text, quoted)]
+        if keep:
+            addition = "\n\n" + cite(keep)
+            answer.text += addition
+            yield addition
+
+    def _guarded(self, question: str, context: list[RankedSentence], max_new_tokens: int,
+                 show: bool = True) -> Generator_[str, None, RepeatGuard]:
+        """Run the generator on `context` through a RepeatGuard, yield what the guard releases (unless not
+        `show`), stop at a loop, and return the guard."""
+        generator = self._generator()
+        messages = fitted_messages(generator, question, context, max_new_tokens)
+        guard = RepeatGuard()
+        # closing(): when we stop early (a loop, a reader gone), the generator's stream is closed now, which frees
+        # its batch row
+        with closing(generator.stream(messages, max_new_tokens)) as stream:
+            for piece in stream:
+                released = guard.feed(piece)
+                if guard.looping:
+                    break
+                if released and show:
+                    yield released
+        rest = guard.finish()
+        if rest and show:
+            yield rest
+        return guard
 
     def _rank_sentences(self, question: str, passages: list[Passage]) -> list[RankedSentence]:
         """The passages' sentences, best first; empty when none is similar enough to the question.
@@ -233,6 +265,36 @@ def final_answer(events: Iterable[object]) -> Answer:
     if answer is None:
         raise RuntimeError("the answer stream ended without an Answer")
     return answer
+
+
+def _best_sentences(ranked: list[RankedSentence]) -> list[RankedSentence]:
+    """The sentences that answer: up to MAX_EXTRACTED_SENTENCES near the best one and similar enough to the
+    question. None means the documents don't say."""
+    if not ranked:
+        return []
+    best = ranked[0].score
+    return [r for r in ranked[:MAX_EXTRACTED_SENTENCES]
+            if r.score >= best - SENTENCE_MARGIN and r.cosine >= MIN_SENTENCE_SIMILARITY]
+
+
+def _quote(sentences: list[RankedSentence]) -> str:
+    """The sentences in reading order, each with its citation."""
+    return " ".join(f"{r.text} [{r.passage}]" for r in sorted(sentences, key=lambda r: r.position))
+
+
+def _restates(sentence: str, quoted: list[RankedSentence]) -> bool:
+    """Whether a sentence says nothing the quote doesn't: all but RESTATE_NEW_WORDS of its content words are in
+    one quoted sentence, and it is not much shorter (a short phrase that picks the answer out adds something)."""
+    words = set(content_words(sentence))
+    for quote in quoted:
+        quoted_words = set(content_words(quote.text))
+        if len(words - quoted_words) <= RESTATE_NEW_WORDS and len(words) >= RESTATE_SHARE * len(quoted_words):
+            return True
+    return False
+
+
+def _is_refusal(text: str) -> bool:
+    return text.strip().lower().startswith(NOT_IN_DOCUMENTS.rstrip(".").lower())
 
 
 def _answer_image(kb: KnowledgeBase, image: ImageRecord, score: float) -> AnswerImage:

@@ -93,6 +93,73 @@ class _Request:
 
 
 _END = object()
+# A shorter common start (say "<|im_start|>system") is not worth a cache; a system line is longer.
+MIN_PREFIX_TOKENS = 16
+
+
+class _Prefix:
+    """The keys and values of the prompt start that questions share, computed once and reused by every prefill.
+
+    It learns the prefix from the prompts themselves, with no knowledge of the template: after a whole prefill
+    it keeps the longest prompt's cache, and each later prompt cuts it back to the part they have in common (a
+    key or value at position i depends only on tokens up to i, so a cut cache is exact). A prompt that shares
+    less than MIN_PREFIX_TOKENS is prefilled whole and its cache becomes the new candidate.
+    Used by the scheduler thread only."""
+
+    def __init__(self) -> None:
+        self.ids: list[int] = []
+        self.layers: list[tuple[Any, Any]] = []  # per layer: keys, values of shape [1, heads, length, dim]
+
+    @property
+    def length(self) -> int:
+        return len(self.ids)
+
+    def shared_by(self, requests: list[_Request]) -> list[_Request]:
+        """The requests that can start from the prefix, after cutting it to what the first of them shares."""
+        if not self.ids:
+            return []
+        for request in requests:
+            common = _common_length(self.ids, request.prompt[:-1])  # at least one token left to prefill
+            if common >= MIN_PREFIX_TOKENS:
+                self._cut(common)
+                break
+        return [r for r in requests if len(r.prompt) > self.length and r.prompt[:self.length] == self.ids]
+
+    def cache_for(self, rows: int, config: Any) -> Any:
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=config)
+        for layer, (keys, values) in zip(cache.layers, self.layers):
+            layer.lazy_initialization(keys, values)
+            layer.keys, layer.values = keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)
+        return cache
+
+    def remember(self, request: _Request, batch: _Batch) -> None:
+        """Keep `request`'s prompt cache as the candidate, unless the current one is shared with it.
+
+        `request` was just prefilled whole and stacked, so its prompt fills the last columns of its row."""
+        if len(request.prompt) < MIN_PREFIX_TOKENS or _common_length(self.ids, request.prompt) >= MIN_PREFIX_TOKENS:
+            return
+        if request not in batch.requests:  # it finished on its first token
+            return
+        row, length = batch.requests.index(request), len(request.prompt)
+        self.layers = [(layer.keys[row:row + 1, :, -length:].clone(), layer.values[row:row + 1, :, -length:].clone())
+                       for layer in batch.cache.layers]
+        self.ids = list(request.prompt)
+
+    def _cut(self, length: int) -> None:
+        if length < self.length:
+            self.ids = self.ids[:length]
+            self.layers = [(k[:, :, :length], v[:, :, :length]) for k, v in self.layers]
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    length = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        length += 1
+    return length
 
 
 @dataclass
@@ -140,6 +207,7 @@ class LocalGenerator:
         # 8 prompts of 300 tokens and SmolLM2's 49k words), and generation reads the last one alone.
         keeps = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if keeps else {}
+        self._prefix = _Prefix()
         self._pending: deque[_Request] = deque()
         self._running = 0
         self._closed = False
@@ -264,26 +332,50 @@ class LocalGenerator:
             self._running = count
 
     def _join(self, batch: _Batch, joining: list[_Request]) -> None:
-        """Prefill the newcomers together, then pad their cache and the batch's to one length and stack them."""
+        """Prefill the newcomers, then pad their cache and the batch's to one length and stack them.
+
+        Prompts that start with the remembered prefix (the chat template and system line every question shares)
+        reuse its cached keys and values and prefill only the rest; the others are prefilled whole, together."""
+        shared = self._prefix.shared_by(joining)
+        whole = [r for r in joining if r not in shared]
+        deadline = time.monotonic() + self.timeout_s
+        for group, prefix in ((shared, self._prefix), (whole, None)):
+            if not group:
+                continue
+            cache, mask, tokens = self._prefill(group, prefix)
+            for request in group:
+                request.deadline = deadline
+            first_new_row = len(batch.requests)
+            if batch.requests:
+                _stack(batch, cache, mask, tokens)
+            else:
+                batch.cache, batch.mask, batch.next_tokens = cache, mask, tokens
+            batch.requests.extend(group)
+            self._deliver(batch, first_new_row)
+        if whole:
+            self._prefix.remember(max(whole, key=lambda r: len(r.prompt)), batch)
+
+    def _prefill(self, group: list[_Request], prefix: _Prefix | None) -> tuple[Any, Any, Any]:
+        """The cache, attention mask and first new token of `group`, prompts left-padded to one length.
+
+        With a prefix, each row reads [prefix][padding][rest of its prompt]: the mask hides the padding and the
+        positions count real tokens only, so the result equals a whole prefill."""
         import torch
 
-        length = max(len(r.prompt) for r in joining)
-        ids = torch.tensor([[self._pad_id] * (length - len(r.prompt)) + r.prompt for r in joining], device=self.device)
+        skip = prefix.length if prefix else 0
+        rests = [r.prompt[skip:] for r in group]
+        length = max(len(rest) for rest in rests)
+        ids = torch.tensor([[self._pad_id] * (length - len(rest)) + rest for rest in rests], device=self.device)
         mask = (torch.arange(length, device=self.device) >= torch.tensor(
-            [[length - len(r.prompt)] for r in joining], device=self.device)).long()
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                         use_cache=True, **self._last_logits_only)
-        deadline = time.monotonic() + self.timeout_s
-        for request in joining:
-            request.deadline = deadline
-        tokens = out.logits[:, -1].argmax(-1, keepdim=True)
-        first_new_row = len(batch.requests)
-        if batch.requests:
-            _stack(batch, out.cache, mask, tokens)
-        else:
-            batch.cache, batch.mask, batch.next_tokens = out.cache, mask, tokens
-        batch.requests.extend(joining)
-        self._deliver(batch, first_new_row)
+            [[length - len(rest)] for rest in rests], device=self.device)).long()
+        cache = None
+        if prefix:
+            mask = torch.cat([torch.ones(len(group), skip, dtype=mask.dtype, device=self.device), mask], dim=-1)
+            cache = prefix.cache_for(len(group), self.model.config)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                         **self._last_logits_only)
+        return out.cache, mask, out.logits[:, -1].argmax(-1, keepdim=True)
 
     def _step(self, batch: _Batch) -> None:
         import torch

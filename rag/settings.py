@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-ANSWER_MODES = ("generate", "extractive")
+ANSWER_MODES = ("answer-first", "generate", "extractive")
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 GENERATOR_BACKENDS = ("local", "openai")
 DEVICES = ("auto", "cpu", "cuda")

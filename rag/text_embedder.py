@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,7 @@ class TextEmbedder:
         self.max_tokens = int(self.model.max_seq_length) - 2
         # Measured on 2 CPU cores: 16 is fastest and keeps activations ~100 MB; a GPU wants bigger batches.
         self.batch_size = 128 if device.startswith("cuda") else 16
+        self._lock = threading.Lock()
 
     @property
     def dim(self) -> int:
@@ -46,11 +48,21 @@ class TextEmbedder:
     def embed(self, texts: Sequence[str], batch_size: int = 0) -> np.ndarray:
         """Unit-length float32 vectors, one row per text, so inner product is cosine similarity.
         batch_size 0 means the device's default."""
-        if len(texts) == 0:
-            return np.zeros((0, self.dim), np.float32)
-        vectors = self.model.encode(list(texts), batch_size=batch_size or self.batch_size, normalize_embeddings=True,
-                                    convert_to_numpy=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+        size = batch_size or self.batch_size
+        # Longest first, as sentence-transformers orders a batch itself: similar lengths pad least.
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        vectors = np.zeros((len(texts), self.dim), np.float32)
+        for start in range(0, len(order), size):
+            rows = order[start:start + size]
+            # One batch at a time in the whole process: concurrent calls from many request threads would each
+            # start their own team of torch threads and fight over the cores (10 questions at once took 4x
+            # longer than one after another, docs/BENCHMARKS.md). Per batch, not per call, so a question waits
+            # for one batch of an ingest, never for the whole document.
+            with self._lock:
+                encoded = self.model.encode([texts[i] for i in rows], batch_size=size, normalize_embeddings=True,
+                                            convert_to_numpy=True, show_progress_bar=False)
+            vectors[rows] = encoded
+        return vectors
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -24,8 +24,8 @@ PROMPTS = ["What is the capital of France?",
 WAIT_S = 120  # generous bound for a background thread to reach a state; never asserted on
 
 
-def messages(question: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": question}]
+def messages(question: str, system: str | None = None) -> list[dict[str, str]]:
+    return [{"role": "system", "content": system}] * bool(system) + [{"role": "user", "content": question}]
 
 
 class ForwardLog:
@@ -34,6 +34,7 @@ class ForwardLog:
 
     def __init__(self, model: torch.nn.Module, hold_after: int | None = None) -> None:
         self.sizes: list[int] = []
+        self.lengths: list[int] = []  # tokens fed per row: a prompt's length for a whole prefill, 1 for a step
         self.hold_after = hold_after
         self.entered = threading.Event()  # a call is being held
         self.release = threading.Event()
@@ -41,6 +42,7 @@ class ForwardLog:
 
     def _record(self, _module, _args, kwargs) -> None:
         self.sizes.append(int(kwargs["input_ids"].shape[0]))
+        self.lengths.append(int(kwargs["input_ids"].shape[1]))
         if self.hold_after is not None and len(self.sizes) > self.hold_after:
             self.entered.set()
             assert self.release.wait(WAIT_S), "the test never released the model"
@@ -49,9 +51,9 @@ class ForwardLog:
         self._handle.remove()
 
 
-def alone(generator: LocalGenerator, question: str, max_new_tokens: int) -> str:
+def alone(generator: LocalGenerator, question: str, max_new_tokens: int, system: str | None = None) -> str:
     """One-at-a-time greedy decoding by transformers' own generate(): the reference."""
-    ids = torch.tensor([generator.prompt_ids(messages(question))])
+    ids = torch.tensor([generator.prompt_ids(messages(question, system))])
     out = generator.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                    do_sample=False, pad_token_id=generator.tokenizer.eos_token_id)
     return generator.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
@@ -110,6 +112,25 @@ def test_concurrent_questions_share_a_batch_and_match_one_at_a_time(which, reque
     assert sizes[0] == 1 and max(sizes) == len(PROMPTS)  # alone first, then all three in one batch
     assert texts == [alone(generator, q, 24) for q in PROMPTS]
     assert all(texts)
+
+
+def test_a_shared_prompt_start_is_prefilled_once_and_answers_do_not_change(smollm2_dir):
+    """Every question's prompt starts with the same template and system line: later questions reuse its cached
+    keys and values, prefill only their own tokens, and still decode exactly what a whole prefill gives."""
+    generator = LocalGenerator(str(smollm2_dir), Path("unused"))
+    system = "You answer questions about lighthouses in one short sentence, using only what you are told."
+    log = ForwardLog(generator.model)
+    try:
+        texts = ["".join(generator.stream(messages(q, system), 16)) for q in PROMPTS]
+    finally:
+        log.remove()
+        generator.close()
+    prompts = [len(generator.prompt_ids(messages(q, system))) for q in PROMPTS]
+    prefills = [n for n in log.lengths if n > 1]
+    assert prefills[0] == prompts[0]  # nothing cached yet: the first prompt is prefilled whole
+    shared = len(generator.prompt_ids(messages("", system))) - 8  # the template's user turn start and after differ
+    assert all(fed < whole - shared for fed, whole in zip(prefills[1:], prompts[1:])), (prefills, prompts, shared)
+    assert texts == [alone(generator, q, 16, system) for q in PROMPTS]
 
 
 def test_closing_the_stream_stops_generation_at_the_next_step(tiny):
