@@ -43,6 +43,12 @@ MAX_IMAGES = 6
 # CLIP text-image cosine similarities sit low (about 0.2-0.35 for a match with ViT-B-32).
 MIN_IMAGE_SIMILARITY = 0.25
 _CITATION = re.compile(r"\[(\d+)\]")
+# A line about the documents rather than the question ("The document does not contain...", "The answer is not
+# provided"): the small model writes these as often for questions the passages answer as for ones they don't
+# (docs/EVALUATION.md), so they tell the reader nothing and are not shown after a quote.
+_META = re.compile(r"\s*(?:the|this) (?:documents?|context|text|passages?|answer)\b|.*\b(?:does not|doesn't|do not|"
+                   r"don't) (?:contain|say|mention|provide|specify)\b|.*\bnot (?:specified|provided|mentioned|"
+                   r"stated)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -168,7 +174,7 @@ class Assistant:
         answer.looped = guard.looping
         checks = check_answer(guard.kept, [p.chunk.text for p in passages])
         answer.withheld = [c.text for c in checks if not c.supported]
-        keep = [c for c in checks if c.supported and not _is_refusal(c.text) and not _restates(c.text, quoted)]
+        keep = [c for c in checks if c.supported and not _META.match(c.text) and not _restates(c.text, quoted)]
         if keep:
             addition = "\n\n" + cite(keep)
             answer.text += addition

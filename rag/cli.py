@@ -15,7 +15,14 @@ from pathlib import Path
 
 from rag.errors import LoupeError
 from rag.logs import configure_logging
-from rag.settings import ANSWER_MODES, GENERATOR_BACKENDS, RETRIEVAL_MODES, Settings, SettingsError
+from rag.settings import (
+    ANSWER_MODES,
+    GENERATOR_BACKENDS,
+    MODE_DESCRIPTIONS,
+    RETRIEVAL_MODES,
+    Settings,
+    SettingsError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     ask = commands.add_parser("ask", parents=[common], help="answer a question from the documents")
     ask.add_argument("question")
     ask.add_argument("-k", dest="top_k", type=int)
-    ask.add_argument("--mode", dest="answer_mode", choices=ANSWER_MODES)
+    ask.add_argument("--mode", dest="answer_mode", choices=ANSWER_MODES,
+                     help="; ".join(f"{m}: {d}" for m, d in MODE_DESCRIPTIONS.items()) + " (env LOUPE_ANSWER_MODE)")
     ask.add_argument("--retrieval", dest="retrieval_mode", choices=RETRIEVAL_MODES)
     add_generator_flags(ask.add_argument)
 

@@ -14,6 +14,12 @@ from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ANSWER_MODES = ("answer-first", "generate", "extractive")
+# What each answer mode does, in one line each (the app and the CLI show these).
+MODE_DESCRIPTIONS = {
+    "answer-first": "the passages' best sentences, cited, at once; then the model's own line where they support it",
+    "generate": "the model writes the answer from the best sentences; unsupported sentences are flagged",
+    "extractive": "the passages' best sentences only, cited; no model",
+}
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 GENERATOR_BACKENDS = ("local", "openai")
 DEVICES = ("auto", "cpu", "cuda")
@@ -64,7 +70,7 @@ class Settings:
     embed_batch_size: int = field(default=0, metadata=_env("LOUPE_EMBED_BATCH"))
     # Answers.
     top_k: int = field(default=5, metadata=_env("LOUPE_TOP_K"))
-    answer_mode: str = field(default="generate", metadata=_env("LOUPE_ANSWER_MODE"))
+    answer_mode: str = field(default="answer-first", metadata=_env("LOUPE_ANSWER_MODE"))
     retrieval_mode: str = field(default="hybrid", metadata=_env("LOUPE_RETRIEVAL_MODE"))
     max_new_tokens: int = field(default=200, metadata=_env("LOUPE_MAX_NEW_TOKENS"))
     # One cap for every path a question takes (chat, Gradio API, REST, CLI).

@@ -56,7 +56,7 @@ def test_generation_streams_pieces_then_the_answer(tmp_path, text_embedder, imag
                                                    filled):
     settings = make_settings(filled.folder, generator_model=str(tiny_generator_dir), max_new_tokens=12)
     assistant = Models(settings, text_embedder, image_embedder, "").assistant(filled)
-    events = list(assistant.stream("What does a guided tour of the engine room cost?"))
+    events = list(assistant.stream("What does a guided tour of the engine room cost?", mode="generate"))
     pieces, answer = events[:-1], events[-1]
     assert pieces and all(isinstance(p, str) for p in pieces)
     assert answer.sources[0].page == 3
@@ -148,20 +148,22 @@ def test_generate_keeps_an_unsupported_answer_flagged_instead_of_turning_it_into
     assert shown.split() and answer.text.split()[:3] == shown.split()[:3]
 
 
-class LoopingModel:
-    """Stands in for a model stuck in a loop. SmolLM2 loops on some prompts (the walrus question in issue 8), but
-    not on demand, so this generator repeats one sentence until its reader stops; it counts what it produced."""
+class ScriptedModel:
+    """Stands in for the small model's typical failures, which it shows on some prompts but not on demand: a loop
+    (the walrus question in issue 8) or a line about the documents instead of the question. It streams `text`
+    word by word, `repeat` times or until its reader stops, and counts what it produced."""
 
-    name = "looping"
+    name = "scripted"
 
-    def __init__(self) -> None:
+    def __init__(self, text: str, repeat: int = 1) -> None:
+        self.text, self.repeat = text, repeat
         self.produced = 0
         self.closed = False
 
     def stream(self, messages, max_new_tokens=200):
         try:
-            for _ in range(max_new_tokens):
-                for word in "The keeper logged 412 ships that winter. ".split(" "):
+            for _ in range(self.repeat):
+                for word in self.text.split(" "):
                     self.produced += 1
                     yield word + " "
         finally:
@@ -176,9 +178,25 @@ class LoopingModel:
 
 @pytest.mark.parametrize("mode", ["generate", "answer-first"])
 def test_a_looping_model_is_stopped_and_its_repeat_never_shown(mode, text_embedder, image_embedder, filled):
-    model = LoopingModel()
+    model = ScriptedModel("The keeper logged 412 ships that winter.", repeat=200)
     events = list(tiny_assistant(filled, text_embedder, image_embedder, model).stream(
         "How many ships did the lighthouse keeper log?", mode=mode))
     shown, answer = "".join(events[:-1]), events[-1]
     assert answer.looped and model.closed and model.produced < 40  # stopped early, not at the token limit
     assert shown.count("that winter") <= 1 and answer.text.count("that winter") <= 1
+
+
+@pytest.mark.parametrize("line", ["The document does not contain the answer to the question of the ships.",
+                                  "The keeper logged ships in the winter of 1911."])
+def test_answer_first_adds_no_line_about_the_documents_or_one_that_restates_the_quote(line, text_embedder,
+                                                                                        image_embedder, filled):
+    answer = tiny_assistant(filled, text_embedder, image_embedder, ScriptedModel(line)).ask(
+        "How many ships did the lighthouse keeper log?", mode="answer-first")
+    assert "412 ships" in answer.text and line not in answer.text and "\n" not in answer.text
+
+
+def test_answer_first_adds_the_models_line_when_it_is_supported_and_new(text_embedder, image_embedder, filled):
+    line = "He counted 412 ships."
+    answer = tiny_assistant(filled, text_embedder, image_embedder, ScriptedModel(line)).ask(
+        "How many ships did the lighthouse keeper log in the winter of 1911?", mode="answer-first")
+    assert answer.text.endswith("\n\nHe counted 412 ships. [1]") and not answer.withheld
