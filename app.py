@@ -14,7 +14,7 @@ import os
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # no calls home: Loupe runs offline
 
 from rag.components import Models, configure_hub  # noqa: E402
-from rag.settings import ANSWER_MODES, Settings, SettingsError  # noqa: E402
+from rag.settings import ANSWER_MODES, MODE_DESCRIPTIONS, Settings, SettingsError  # noqa: E402
 
 # huggingface_hub reads HF_HUB_OFFLINE once, when gradio first imports it: decide before that, or a
 # missing CLIP download retries for ~45 s on a machine without internet.
@@ -35,6 +35,7 @@ import gradio as gr  # noqa: E402
 import app_views as views  # noqa: E402
 from app_service import FileRow, LoupeService, answer_meta  # noqa: E402
 from ingest.parse_worker import warm_up  # noqa: E402
+from openai_api import add_openai_routes  # noqa: E402
 from rag.answering import Answer  # noqa: E402
 from rag.cli import add_generator_flags  # noqa: E402
 from rag.conversations import check_session, new_session_id  # noqa: E402
@@ -133,7 +134,8 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                             send = gr.Button("Send", variant="primary", scale=1, elem_id="send")
                         with gr.Row():
                             top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Top-k passages")
-                            mode = gr.Radio(list(ANSWER_MODES), value=settings.answer_mode, label="Answer mode")
+                            mode = gr.Radio(list(ANSWER_MODES), value=settings.answer_mode, label="Answer mode",
+                                            info=" · ".join(f"{m}: {d}" for m, d in MODE_DESCRIPTIONS.items()))
                             new_chat = gr.Button("New chat", size="sm")
                     with gr.Column(scale=2):
                         note = gr.Markdown(elem_id="answer-note")
@@ -224,7 +226,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
                 for event in service.chat(kb, asked, int(k), answer_mode, session_id):
                     if isinstance(event, Rewrite):
                         rewrite = event
-                        searched = f"↻ *Searched for:* {views.plain(event.search)}" if event.rewritten else ""
+                        searched = f"↻ {views.plain(event.explanation)}" if event.rewritten else ""
                     elif isinstance(event, str):
                         pieces.append(event)
                         history[-1]["content"] = views.plain("".join(pieces))
@@ -387,6 +389,7 @@ def launch(demo: gr.Blocks, service: LoupeService, quiet: bool = False) -> str:
                                         theme=gr.themes.Soft(), show_error=False,
                                         app_kwargs=app_kwargs(settings))
     add_rest_routes(demo.app, service)
+    add_openai_routes(demo.app, service)  # /v1: Loupe as an OpenAI-compatible chat server
     warn_if_exposed(settings)
     if settings.share:
         print(f"Share link: {share_url}" if share_url else

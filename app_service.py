@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,7 +22,7 @@ from ingest.pipeline import Ingestor
 from ingest.readers import SUPPORTED_SUFFIXES
 from rag.answering import Answer, Assistant, check_question, final_answer
 from rag.components import Models
-from rag.conversations import Conversations
+from rag.conversations import Conversations, Turn
 from rag.errors import Busy, LoupeError, NotFound
 from rag.followups import Rewrite, rewrite
 from rag.library import KnowledgeBaseNotFound, Library
@@ -388,19 +388,28 @@ class LoupeService:
         """The Rewrite first (what is searched), then pieces of text, then the Answer; a session's turns
         feed the follow-up rewrite, and the finished turn is stored under the session."""
         name = kb or self.default_kb
+        turns = self.conversations.turns(session, name) if session else []
+        asked = Rewrite(question, question)
+        for event in self.answer_with_history(name, question, turns, k, mode):
+            if isinstance(event, Rewrite):
+                asked = event
+            elif isinstance(event, Answer) and session:
+                # stored before the answer is shown: a reload right after it must find the turn, and a closed
+                # page cancels the event, so code after the last yield might never run
+                self.conversations.add_turn(session, name, asked.question, event.text, answer_meta(event, asked))
+            yield event
+
+    def answer_with_history(self, kb: str | None, question: str, turns: Sequence[Turn], k: int | None = None,
+                            mode: str | None = None) -> Iterator[Rewrite | str | Answer]:
+        """chat() for a client that keeps the conversation itself (the OpenAI-compatible API sends it with each
+        question): the Rewrite given `turns` (oldest first), then pieces of text, then the Answer."""
         question = check_question(str(question or ""), self.settings)  # one cap for every surface, before any work
         k, mode = self._check_options(k, mode)
-        turns = self.conversations.turns(session, name) if session else []
         asked = rewrite(question, turns)
         if len(asked.search) > self.settings.max_question_chars:
             asked = Rewrite(question, question)  # the carried-over context would pass the cap: search as asked
         yield asked
-        for event in self.assistant(name).stream(asked.search, k, mode):
-            if isinstance(event, Answer) and session:
-                # stored before the answer is shown: a reload right after it must find the turn, and a closed
-                # page cancels the event, so code after the last yield might never run
-                self.conversations.add_turn(session, name, question, event.text, answer_meta(event, asked))
-            yield event
+        yield from self.assistant(kb or self.default_kb).stream(asked.search, k, mode)
 
     def ask(self, kb: str | None, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         return final_answer(self.chat(kb, question, k, mode))
@@ -472,6 +481,7 @@ def answer_meta(answer: Answer, asked: Rewrite) -> dict:
     return {
         "searched": asked.search if asked.rewritten else "",
         "reason": asked.reason,
+        "explanation": asked.explanation,
         "mode": answer.mode,
         "grounded": answer.grounded,
         "unsupported": list(answer.unsupported),

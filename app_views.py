@@ -80,7 +80,9 @@ def panel(meta: dict, display=lambda path: path) -> tuple[list[list], list[dict]
     rows = [[f"[{s['number']}]" + (" ✓" if s.get("cited") else ""), f"{s['file']}, p. {s['page']}",
              f"{s['score']:.3f}", " ".join(s["text"].split())[:160] + "…"] for s in sources]
     notes = []
-    if meta.get("searched"):
+    if meta.get("explanation"):
+        notes.append(f"↻ {plain(meta['explanation'])}")
+    elif meta.get("searched"):  # turns stored before explanations existed
         notes.append(f"↻ *Follow-up ({plain(meta.get('reason'))}); searched for:* {plain(meta['searched'])}")
     if meta.get("grounded") is False:
         notes.append(NOT_GROUNDED)

@@ -9,7 +9,8 @@ traceback and show a generic line.
     ├── Conflict (409)          clashes with the current state (a name taken, a store built by another model)
     ├── TooLarge (413)          over a size, length or count limit
     ├── Forbidden (403)         refused on principle (a cross-site request, a file Loupe did not receive)
-    └── Busy (503)              try again later (the queue is full, another process holds the store)
+    ├── Busy (503)              try again later (the queue is full, another process holds the store)
+    └── ModelServerError (502)  the model server behind Loupe failed or could not be reached
 """
 
 from __future__ import annotations
@@ -39,3 +40,9 @@ class Forbidden(LoupeError):
 
 class Busy(LoupeError):
     status = 503
+
+
+class ModelServerError(LoupeError):
+    """The model server failed or could not be reached: a gateway's error, not the user's request."""
+
+    status = 502

@@ -10,7 +10,7 @@ import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError, AuthenticationError
 
-ANSWER_KEYS = {"answer", "sources", "images", "grounded", "unsupported", "seconds"}
+ANSWER_KEYS = {"answer", "sources", "images", "grounded", "unsupported", "withheld", "looped", "seconds"}
 NAMED = {"/ask", "/search_images", "/similar_images", "/list_documents", "/ingest", "/delete_document",
          "/knowledge_bases"}
 
