@@ -161,7 +161,7 @@ class Assistant:
         sentence checked against the whole passages: supported ones are cited, the others flagged."""
         guard = yield from self._guarded(question, ranked[:CONTEXT_SENTENCES], self.settings.max_new_tokens)
         answer.looped = guard.looping
-        checks = check_answer(guard.kept, [p.chunk.text for p in passages])
+        checks = check_answer(guard.kept, [p.chunk.text for p in passages], question=question)
         answer.unsupported = [c.text for c in checks if not c.supported]
         answer.text = cite(checks)
 
@@ -172,7 +172,7 @@ class Assistant:
         screen meanwhile, so nothing that would be withdrawn is ever streamed."""
         guard = yield from self._guarded(question, quoted, PHRASING_TOKENS, show=False)
         answer.looped = guard.looping
-        checks = check_answer(guard.kept, [p.chunk.text for p in passages])
+        checks = check_answer(guard.kept, [p.chunk.text for p in passages], question=question)
         answer.withheld = [c.text for c in checks if not c.supported]
         keep = [c for c in checks if c.supported and not _META.match(c.text) and not _restates(c.text, quoted)]
         if keep:
@@ -208,8 +208,11 @@ class Assistant:
         BM25 score (the words they share with the question, rare words counting most) added. Either one
         alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
         """
+        # A sentence seen before is skipped: chunks overlap, and documents repeat themselves, so the same sentence
+        # would otherwise be quoted twice.
+        seen: set[str] = set()
         candidates = [(n, sentence) for n, p in enumerate(passages, start=1)
-                      for sentence in split_sentences(p.chunk.text)]
+                      for sentence in split_sentences(p.chunk.text) if _first_time(sentence, seen)]
         if not candidates:
             return []
         sentences = [s for _, s in candidates]
@@ -297,6 +300,14 @@ def _restates(sentence: str, quoted: list[RankedSentence]) -> bool:
         if len(words - quoted_words) <= RESTATE_NEW_WORDS and len(words) >= RESTATE_SHARE * len(quoted_words):
             return True
     return False
+
+
+def _first_time(sentence: str, seen: set[str]) -> bool:
+    key = " ".join(content_words(sentence))
+    if key in seen:
+        return False
+    seen.add(key)
+    return True
 
 
 def _is_refusal(text: str) -> bool:

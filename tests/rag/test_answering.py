@@ -200,3 +200,14 @@ def test_answer_first_adds_the_models_line_when_it_is_supported_and_new(text_emb
     answer = tiny_assistant(filled, text_embedder, image_embedder, ScriptedModel(line)).ask(
         "How many ships did the lighthouse keeper log in the winter of 1911?", mode="answer-first")
     assert answer.text.endswith("\n\nHe counted 412 ships. [1]") and not answer.withheld
+
+
+def test_a_sentence_found_in_two_passages_is_quoted_once(models, tmp_path):
+    shared = "The ferry to the island leaves the harbour at seven every morning."
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "timetable.md").write_text(f"# Timetable\n\n{shared} Tickets are sold on board.\n")
+    (tmp_path / "docs" / "visitors.md").write_text(f"# Visitors\n\n{shared} Bicycles travel free.\n")
+    kb = models.open_store(tmp_path / "kb")
+    assert not Ingestor(kb, models.settings, models.text_embedder).ingest([tmp_path / "docs"]).failed
+    answer = models.assistant(kb).ask("When does the ferry to the island leave?", mode="extractive")
+    assert answer.text.count("leaves the harbour at seven") == 1, answer.text

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from benchmarks.grounding import after_checker, load_items, score
 from ingest.pipeline import Ingestor
 from rag.cli import main
 from rag.grounding import check_answer, check_sentence, cite, split_sentences
@@ -62,3 +65,136 @@ def test_cli_ask_shows_the_unsupported_flag(models, tmp_path, monkeypatch, capsy
     flags = [line for line in out.splitlines() if line.startswith("⚠ not supported by the sources: \"")]
     assert flags, out
     assert all(line.endswith('"') for line in flags)
+
+
+# The Python tutorial's wording, as retrieved in issue 8's walrus example.
+WALRUS = ("Note that in Python, unlike C, assignment inside expressions must be done explicitly with the walrus "
+          "operator :=. This avoids a common class of problems encountered in C programs.")
+SHORT_CIRCUIT = ("The Boolean operators and and or are so-called short-circuit operators: their arguments are "
+                 "evaluated from left to right, and evaluation stops as soon as the outcome is determined. When used "
+                 "as a general value and not as a Boolean, the return value of a short-circuit operator is the last "
+                 "evaluated argument.")
+TUTORIAL = [WALRUS, SHORT_CIRCUIT]
+
+
+def test_the_issues_walrus_sentence_is_flagged():
+    """Most of its words are in the `and`/`or` passage it cites; its subject is not: that passage is not about it."""
+    sentence = ("The walrus operator in Python is a short-circuit operator that allows you to evaluate the last "
+                "argument of a short-circuit operator. [2]")
+    without_question = check_answer(sentence, TUTORIAL)[0]
+    assert not without_question.supported and "walrus" in without_question.reason
+    assert not check_answer(sentence, TUTORIAL, question="What does the walrus operator do?")[0].supported
+
+
+def test_a_sentence_citing_the_wrong_passage_is_flagged():
+    check = check_sentence("Assignment inside expressions must be done explicitly with the walrus operator :=. [2]",
+                           TUTORIAL)
+    assert (check.supported, check.passage) == (False, 2)
+    assert check_sentence("Assignment inside expressions must be done with the walrus operator :=. [1]",
+                          TUTORIAL).supported
+
+
+def test_a_citation_after_the_full_stop_stays_with_its_sentence():
+    assert split_sentences("It is b. [2] It is c. [1][3] Done") == ["It is b. [2]", "It is c. [1][3]", "Done"]
+
+
+def test_a_follow_up_answered_with_the_wrong_command_is_flagged():
+    """The follow-up "how do I activate it?" answered with the create command."""
+    passages = ["Once you've created a virtual environment, you may activate it. On Unix or MacOS, run: "
+                "source tutorial-env/bin/activate.",
+                "To create a virtual environment, run the venv module as a script with the directory path: "
+                "python -m venv tutorial-env."]
+    sentence = "To activate a virtual environment, run the venv module: python -m venv tutorial-env. [2]"
+    assert not check_sentence(sentence, passages, question="and how do I activate it?").supported
+    good = "Activate it with source tutorial-env/bin/activate on Unix or macOS. [1]"
+    assert check_sentence(good, passages, question="and how do I activate it?").supported
+
+
+def test_swapped_numbers_are_flagged():
+    passage = ["O2 has a bond length of 121 pm and a bond energy of 498 kJ per mol."]
+    assert not check_sentence("O2 has a bond length of 498 pm and a bond energy of 121 kJ per mol.", passage).supported
+    assert check_sentence("The bond energy of O2 is 498 kJ per mol.", passage).supported
+
+
+def test_swapped_entities_across_sentences_are_flagged():
+    passage = ["Tuples are immutable, and usually contain a heterogeneous sequence of elements. Lists are mutable, "
+               "and their elements are usually homogeneous."]
+    assert not check_sentence("Tuples are mutable, and lists are immutable.", passage).supported
+    assert check_sentence("Tuples are immutable and lists are mutable.", passage).supported
+
+
+def test_a_flipped_negation_is_flagged_both_ways():
+    passage = ["Unfortunately, most decimal fractions cannot be represented exactly as binary fractions. "
+               "Note that this is not a bug in Python."]
+    flipped = "Most decimal fractions can be represented exactly as binary fractions."
+    assert not check_sentence(flipped, passage).supported
+    assert not check_sentence("This is a bug in Python.", passage).supported
+    assert check_sentence("Most decimal fractions can't be represented exactly in binary.", passage).supported
+    antonym = check_sentence("The leakage made the engines efficient.", ["The leakage made them inefficient."])
+    assert not antonym.supported
+
+
+def test_an_invented_qualifier_is_flagged():
+    passage = ["The Social Charter became the basis for European Community legislation on these issues."]
+    assert not check_sentence("The Social Charter became the basis for all European Community legislation.",
+                              passage).supported
+
+
+def test_repeated_sentences_and_looping_phrases_are_flagged():
+    checks = check_answer("The pass statement does nothing. The pass statement does nothing.",
+                          ["The pass statement does nothing."])
+    assert [c.supported for c in checks] == [True, False]
+    loop = check_answer("It breaks out of the loop, while loop, while loop, while loop.",
+                        ["The break statement breaks out of the innermost enclosing for or while loop."])
+    assert [c.supported for c in loop] == [False]
+
+
+def test_paraphrases_stay_supported():
+    passages = ["Kublai secured the northeast border in 1259 by installing the hostage prince Wonjong as the ruler "
+                "of Korea, making it a Mongol tributary state.", SHORT_CIRCUIT]
+    for sentence in ("In 1259 Kublai made Korea a Mongol tributary state by installing Wonjong as its ruler.",
+                     "Kublai installed Wonjong as ruler of Korea in 1259. [1]",
+                     "The and and or operators are short-circuit operators: evaluation stops once the outcome "
+                     "is known."):
+        check = check_sentence(sentence, passages)
+        assert check.supported, check
+
+
+def test_question_fillers_and_other_forms_of_a_name_do_not_flag_a_right_answer():
+    """False alarms met on real SmolLM2 answers (docs/EVALUATION.md); the old check had these right."""
+    passages = ["Political geographers such as Friedrich Ratzel of Germany and Halford Mackinder of Britain also "
+                "supported imperialism.", "The Vistula Valley has an asymmetrical pattern of different terraces.",
+                "It is actually a formation of the last glacial."]
+    german = check_sentence("Friedrich Ratzel was a German political geographer.", passages)
+    assert german.supported and german.passage == 1
+    question = "What landmark, uh formation actually, has an asymmetrical pattern of different terraces?"
+    answer = "The Vistula Valley, with its asymmetrical pattern of different terraces, is actually a formation."
+    assert check_sentence(answer, passages, question=question).supported
+
+
+@pytest.fixture(scope="module")
+def adversarial_set() -> list[dict]:
+    return load_items()
+
+
+def test_the_adversarial_set_is_as_built(adversarial_set):
+    kinds = {item["kind"] for item in adversarial_set}
+    assert len(adversarial_set) >= 60
+    assert kinds >= {"paraphrase", "verbatim", "wrong_citation", "swapped_facts", "subject_substitution", "negation",
+                     "invented_qualifier", "loop"}
+    for item in adversarial_set:
+        assert 2 <= len(item["passages"]) <= 5
+        assert (item["supported_by"] is not None) == (item["label"] == "supported")
+        assert item["split"] in {"dev", "held_out"}
+
+
+def test_every_unsupported_kind_is_caught_and_the_set_scores_as_measured(adversarial_set):
+    """docs/EVALUATION.md "Grounding check": on the whole set, precision 98% and recall 85% (before: 57% and
+    6%); the bounds leave a small margin."""
+    counts, _ = score(adversarial_set, after_checker)
+    for kind, count in counts.items():
+        if kind not in {"all", "paraphrase", "verbatim"}:
+            assert count.true_positive >= 1, kind
+    assert counts["verbatim"].flagged == 0
+    assert counts["all"].precision >= 0.94
+    assert counts["all"].recall >= 0.80
