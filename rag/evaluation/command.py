@@ -11,6 +11,8 @@ from rag.settings import ANSWER_MODES, RETRIEVAL_MODES, Settings
 
 
 def add_eval_parser(commands: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    from rag.cli import add_generator_flags  # the CLI builds this parser, so rag.cli is loaded already
+
     parser = commands.add_parser(
         "eval", parents=[common], help="evaluate retrieval and answers on a BEIR folder",
         description="Ingest the corpus of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) through "
@@ -30,7 +32,7 @@ def add_eval_parser(commands: argparse._SubParsersAction, common: argparse.Argum
     answers.add_argument("--answer-mode", dest="answer_mode", choices=ANSWER_MODES,
                          help="generate or extractive (default: the answer_mode setting)")
     answers.add_argument("--passages", dest="top_k", type=int, help="passages per answer (default: top_k, 5)")
-    answers.add_argument("--generator", dest="generator_model", help="causal LM id or path")
+    add_generator_flags(answers.add_argument)
     answers.add_argument("--details", type=Path, help="write one JSON line per answered question to this file")
     answers.add_argument("--answers-only", action="store_true", help="skip ranking every query (with --answers)")
 
@@ -116,7 +118,11 @@ def format_result(result: dict, k: int) -> str:
             f"  says 'the documents don't say' on unanswerable questions  {pct('abstained_unanswerable')}",
             f"  says it on answerable questions (wrongly)                 {pct('abstained_answerable')}",
             f"  answer sentences flagged as unsupported  {pct('unsupported_sentences')}",
-            f"  {answers['seconds_per_answer']:.2f} s per answer",
+            f"  degenerate answers shown (a sentence twice, a looping phrase)  {answers['degenerate_answers']}",
+            f"  loops stopped before they were shown  {answers['loops_stopped']}",
+            f"  model sentences withheld as unsupported (answer-first)  {answers['withheld_sentences']}",
+            f"  {answers['seconds_per_answer']:.2f} s per answer; first text after {answers['first_text_p50_s']:.2f} s "
+            f"(p50), {answers['first_text_p95_s']:.2f} s (p95)",
         ]
     return "\n".join(lines)
 

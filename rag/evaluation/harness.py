@@ -16,10 +16,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from rag.answering import Answer
 from rag.evaluation.beir import BeirSet, Document
 from rag.evaluation.metrics import contains_answer, ranking_metrics
 from rag.grounding import split_sentences
@@ -181,24 +185,31 @@ def sample_questions(beir: BeirSet, limit: int, seed: int) -> AnswerSample:
 def evaluate_answers(assistant, beir: BeirSet, sample: AnswerSample, answer_mode: str, k: int,
                      details: Callable[[dict], None] = lambda record: None,
                      progress: Callable[[int, int], None] = lambda done, total: None) -> dict:
-    """Ask each sampled question; count gold answers in the answer and in its cited passages, abstentions,
-    and answer sentences no passage supports."""
+    """Ask each sampled question, streaming as the chat does; count gold answers in the answer and in its cited
+    passages, abstentions, answer sentences no passage supports, degenerate answers shown (a sentence said twice,
+    a phrase looping), loops the repeat guard stopped, and the time to the first piece of text."""
     assert beir.answers is not None
     counts = dict.fromkeys(("answer_has_gold", "cited_has_gold", "context_has_gold", "abstained_answerable",
-                            "abstained_unanswerable", "sentences", "unsupported_sentences"), 0)
-    seconds = 0.0
+                            "abstained_unanswerable", "sentences", "unsupported_sentences", "degenerate",
+                            "looped", "withheld"), 0)
+    seconds, firsts = 0.0, []
     questions = [(q, True) for q in sample.answerable] + [(q, False) for q in sample.unanswerable]
     for done, (query_id, answerable) in enumerate(questions, start=1):
         question, golds = beir.queries[query_id], beir.answers[query_id]
         start = time.perf_counter()
-        answer = assistant.ask(question, k, answer_mode)
+        answer, first = _streamed(assistant.stream(question, k, answer_mode), start)
         seconds += time.perf_counter() - start
+        firsts.append(first)
         text = _CITATION.sub("", answer.text)
         record = {"id": query_id, "question": question, "golds": golds, "answer": answer.text,
-                  "grounded": answer.grounded, "unsupported": answer.unsupported}
+                  "grounded": answer.grounded, "unsupported": answer.unsupported, "withheld": answer.withheld,
+                  "looped": answer.looped, "first_text_s": round(first, 3), "degenerate": is_degenerate(answer.text)}
         sentences = len(split_sentences(text)) if answer.grounded else 0
         counts["sentences"] += sentences
         counts["unsupported_sentences"] += len(answer.unsupported) if answer.grounded else 0
+        counts["degenerate"] += record["degenerate"]
+        counts["looped"] += answer.looped
+        counts["withheld"] += len(answer.withheld)
         if answerable:
             context = assistant.retriever.search(question, k)
             record |= {"answer_has_gold": contains_answer(text, golds),
@@ -227,8 +238,36 @@ def evaluate_answers(assistant, beir: BeirSet, sample: AnswerSample, answer_mode
         "abstained_answerable": share(counts["abstained_answerable"], n_answerable),
         "abstained_unanswerable": share(counts["abstained_unanswerable"], n_unanswerable),
         "unsupported_sentences": share(counts["unsupported_sentences"], counts["sentences"]),
+        "degenerate_answers": counts["degenerate"],
+        "loops_stopped": counts["looped"],
+        "withheld_sentences": counts["withheld"],
         "seconds_per_answer": seconds / len(questions) if questions else None,
+        "first_text_p50_s": float(np.percentile(firsts, 50)) if firsts else None,
+        "first_text_p95_s": float(np.percentile(firsts, 95)) if firsts else None,
     }
+
+
+def _streamed(events: Iterable[object], start: float) -> tuple[Answer, float]:
+    """The finished Answer of a stream, and the seconds from `start` to its first piece of text."""
+    first, answer = None, None
+    for event in events:
+        if isinstance(event, str) and event and first is None:
+            first = time.perf_counter() - start
+        elif isinstance(event, Answer):
+            answer = event
+    if answer is None:
+        raise RuntimeError("the answer stream ended without an Answer")
+    return answer, first if first is not None else time.perf_counter() - start
+
+
+def is_degenerate(text: str) -> bool:
+    """An answer a reader would call broken: a sentence said twice, or a phrase of 8 words said three times.
+    (Measured independently of rag.repeats, which should have stopped both.)"""
+    plain = _CITATION.sub("", text)
+    sentences = [" ".join(s.lower().split()) for s in split_sentences(plain)]
+    words = plain.lower().split()
+    phrases = Counter(tuple(words[i:i + 8]) for i in range(len(words) - 7))
+    return len(set(sentences)) < len(sentences) or any(n >= 3 for n in phrases.values())
 
 
 def stderr_log(message: str) -> None:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from rag.cli import main
-from rag.evaluation.harness import IDS_FILE, store_folder
+from rag.evaluation.harness import IDS_FILE, is_degenerate, store_folder
 from rag.store import KnowledgeBase
 
 CORPUS = [
@@ -118,6 +118,8 @@ def test_eval_answers_and_text_output(env, capsys):
     for key in ("cited_has_gold", "context_has_gold", "abstained_answerable", "unsupported_sentences",
                 "seconds_per_answer"):
         assert key in answers
+    assert answers["degenerate_answers"] == 0 and answers["loops_stopped"] == 0  # quotes never loop
+    assert 0 < answers["first_text_p50_s"] <= answers["first_text_p95_s"]
 
 
 def test_malformed_folder_is_one_clear_error(env, capsys):
@@ -136,3 +138,9 @@ def _minilm_id():
     from rag.records import ModelId
 
     return ModelId("all-MiniLM-L6-v2", 384)
+
+
+def test_a_degenerate_answer_is_one_a_reader_would_call_broken():
+    assert is_degenerate("It opens at nine. [1] It closes at five. It opens at nine. [2]")  # a sentence twice
+    assert is_degenerate("the keeper logged the ships in winter " * 4)  # a phrase looping
+    assert not is_degenerate("It opens at nine. [1] The keeper logged 412 ships in the winter of 1911. [2]")
