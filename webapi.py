@@ -390,8 +390,9 @@ def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
 def add_named_endpoints(service: LoupeService, received: ReceivedFiles) -> None:
     """The Gradio API for gradio_client: typed functions, no UI."""
     default = service.default_kb
+    default_mode = service.settings.answer_mode
 
-    def ask(question: str, k: int = 5, mode: str = "generate", knowledge_base: str = default) -> dict:
+    def ask(question: str, k: int = 5, mode: str = default_mode, knowledge_base: str = default) -> dict:
         """Answer a question from the documents: the CLI's JSON (answer, sources, images, grounded)."""
         return _api("answer", service.ask, knowledge_base, question, k, mode).to_json()
 
