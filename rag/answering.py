@@ -204,9 +204,10 @@ class Assistant:
     def _rank_sentences(self, question: str, passages: list[Passage]) -> list[RankedSentence]:
         """The passages' sentences, best first; empty when none is similar enough to the question.
 
-        Sentences are ranked as retrieval ranks chunks: the z-scores of their cosine similarity and of their
-        BM25 score (the words they share with the question, rare words counting most) added. Either one
-        alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
+        Sentences are ranked as retrieval used to rank chunks: the z-scores of their cosine similarity and of
+        their BM25 score (the words they share with the question, rare words counting most) added with equal
+        weights (chunk retrieval now also weights BM25 by question coverage; not measured for sentences).
+        Either one alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
         """
         # A sentence seen before is skipped: chunks overlap, and documents repeat themselves, so the same sentence
         # would otherwise be quoted twice.

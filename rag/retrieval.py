@@ -4,10 +4,16 @@ Chunk search has three modes:
 - dense: cosine similarity of Sentence-BERT vectors (FAISS); finds paraphrases.
 - bm25: BM25 over the chunk words (rag.lexical_index); finds rare words, names, codes, numbers.
 - hybrid (the default): both. Each method's top CANDIDATES scores are turned into z-scores (minus that
-  list's mean, over its standard deviation) and added with equal weights; a chunk missing from one list
-  counts as that list's lowest score. This fusion has no weight tuned to a data set: z-scores put cosine
-  similarities and BM25 scores on one scale per query. On Disfl-QA it beat both single methods and
-  reciprocal rank fusion, which stayed below BM25 there (docs/EVALUATION.md).
+  list's mean, over its standard deviation) and added; a chunk missing from one list counts as that list's
+  lowest score. Dense counts fully. BM25 counts as much as its evidence explains the question: its
+  z-scores are weighted by the share of the question's words (BM25 tokens) found in the best-covering of
+  its top COVERAGE_CANDIDATES chunks. A z-score alone cannot tell a strong match from a weak one: when
+  one chunk shares two common words with the question and no other chunk shares any, that chunk's BM25
+  z-score is as high as an exact match of a rare code would be, and with equal weights it outvotes dense
+  search on a paraphrased question. Coverage tells them apart: a question of one code that a chunk
+  contains gets the full BM25 weight, a paraphrase whose best lexical match holds two of its seven tokens
+  about 0.3. Nothing is tuned to a data set; docs/EVALUATION.md has the measurements on three collections
+  (and the equal-weight fusion's, which lost to dense search where BM25 is the weaker method).
 
 Every Passage keeps the chunk's cosine similarity to the question in `dense_score`, also for chunks
 that only BM25 found (their texts are embedded again: a few per question), because the "documents don't
@@ -22,12 +28,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from rag.image_embedder import ImageEmbedder
-from rag.lexical_index import LexicalIndex
+from rag.lexical_index import LexicalIndex, tokenize
 from rag.records import ChunkRecord, ImageRecord, indexed_text
 from rag.store import KnowledgeBase
 from rag.text_embedder import TextEmbedder
 
 CANDIDATES = 100  # chunks each method puts forward for fusion; their scores give the z-score scale
+COVERAGE_CANDIDATES = 10  # BM25's best chunks whose share of the question's words sets BM25's weight
 MODES = ("dense", "bm25", "hybrid")
 
 
@@ -95,13 +102,15 @@ class Retriever:
         lexical = self.lexical.search_many(queries, depth)
         wanted = sorted({chunk_id for row in lexical for chunk_id, _ in row})
         records = self.kb.chunks(wanted)
+        weights = lexical_weights(queries, lexical, records)
         results = []
-        for vector, bm25_hits in zip(vectors, lexical):
+        for vector, bm25_hits, bm25_weight in zip(vectors, lexical, weights):
             dense_hits = self.kb.search_chunks(vector[None, :], depth)
             chunks = {chunk.id: chunk for chunk, _ in dense_hits}
             chunks.update((i, records[i]) for i, _ in bm25_hits if i in records)
             dense = {chunk.id: score for chunk, score in dense_hits}
-            fused = fuse([dense, {i: s for i, s in bm25_hits if i in chunks}], self.kb.text_index.size)
+            fused = fuse([dense, {i: s for i, s in bm25_hits if i in chunks}], self.kb.text_index.size,
+                         weights=(1.0, bm25_weight))
             results.append([Passage(chunks[i], score, dense.get(i)) for i, score in fused[:k]])
         return results
 
@@ -132,8 +141,25 @@ class Retriever:
         return [ImageHit(image, score) for image, score in self.kb.search_images(vector, k)]
 
 
-def fuse(rankings: Sequence[dict[int, float]], pool_size: int, depth: int = CANDIDATES) -> list[tuple[int, float]]:
-    """Add the z-scores of several score lists; each list's scale comes from its best `depth` scores.
+def lexical_weights(queries: Sequence[str], lexical: Sequence[Sequence[tuple[int, float]]],
+                    records: dict[int, ChunkRecord]) -> list[float]:
+    """BM25's weight in the fusion for each query: the largest share of the query's distinct BM25 tokens
+    that one of its best COVERAGE_CANDIDATES chunks contains (0 when BM25 found nothing)."""
+    tops = [[i for i, _ in row[:COVERAGE_CANDIDATES] if i in records] for row in lexical]
+    ids = sorted({i for row in tops for i in row})
+    chunk_tokens = dict(zip(ids, map(set, tokenize([indexed_text(records[i].heading, records[i].text)
+                                                    for i in ids])))) if ids else {}
+    weights = []
+    for query_tokens, row in zip(map(set, tokenize(list(queries))), tops):
+        shares = [len(query_tokens & chunk_tokens[i]) / len(query_tokens) for i in row] if query_tokens else []
+        weights.append(max(shares, default=0.0))
+    return weights
+
+
+def fuse(rankings: Sequence[dict[int, float]], pool_size: int, depth: int = CANDIDATES,
+         weights: Sequence[float] | None = None) -> list[tuple[int, float]]:
+    """Add the z-scores of several score lists, times their weights (default 1 each); each list's scale
+    comes from its best `depth` scores.
 
     A list holds one method's best candidates (id -> score) out of `pool_size` chunks. An id missing from
     a list gets that list's lowest score. A list shorter than min(depth, pool_size) is taken to have left
@@ -141,20 +167,22 @@ def fuse(rankings: Sequence[dict[int, float]], pool_size: int, depth: int = CAND
     its scale and its missing ids score 0. Ties keep the id order, so the result is deterministic.
     Returns (id, fused score), best first.
     """
+    if weights is not None and len(weights) != len(rankings):
+        raise ValueError(f"fuse: {len(weights)} weights for {len(rankings)} score lists")
     ids = sorted({i for ranking in rankings for i in ranking})
     if not ids:
         return []
     total = np.zeros(len(ids))
     expected = min(depth, pool_size)
-    for ranking in rankings:
+    for ranking, weight in zip(rankings, weights if weights is not None else [1.0] * len(rankings)):
         values = np.sort(np.fromiter(ranking.values(), float, len(ranking)))[::-1][:depth]
         padded = len(values) < expected
         if padded:
             values = np.concatenate([values, np.zeros(expected - len(values))])
-        if not len(values) or values.std() <= 1e-9:
-            continue  # no list, or one that cannot tell its chunks apart: it adds nothing
+        if not weight or not len(values) or values.std() <= 1e-9:
+            continue  # no list, no weight, or a list that cannot tell its chunks apart: it adds nothing
         absent = 0.0 if padded else min(ranking.values())
         scores = np.array([ranking.get(i, absent) for i in ids])
-        total += (scores - values.mean()) / values.std()
+        total += weight * (scores - values.mean()) / values.std()
     order = np.argsort(-total, kind="stable")
     return [(ids[j], float(total[j])) for j in order]
