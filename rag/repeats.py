@@ -19,6 +19,9 @@ HOLD_WORDS = 2
 # A run this long is a loop: stop. Sentences a small model repeats are usually longer; a shorter repeated
 # sentence is caught at the end (`finish`), when the held run is a whole earlier sentence.
 LOOP_WORDS = 10
+# A loop with variations ("The document is referring to a specific species of X ... of Y ..."): a phrase of this
+# many words said a third time is a loop too, whatever comes between.
+PHRASE_WORDS = 8
 _WORD = re.compile(r"\S+")
 _SENTENCE_END = re.compile(r"[.!?][\"')\]]*$")
 
@@ -46,7 +49,7 @@ class RepeatGuard:
         # The last word may still be growing; judge repetition on the complete ones.
         complete = len(self._words) - (0 if self.text[-1:].isspace() else 1)
         run = _repeat_run(self._words[:complete])
-        if run >= LOOP_WORDS:
+        if run >= LOOP_WORDS or _said_before(self._words[:complete], PHRASE_WORDS) >= 2:
             self.looping = True
             return ""
         hold_from = self._starts[complete - run] if run >= HOLD_WORDS else len(self.text)
@@ -101,3 +104,10 @@ def _repeat_run(words: list[str]) -> int:
         best = max(best, length)
     return best
 
+
+def _said_before(words: list[str], size: int) -> int:
+    """How many times the last `size` words occurred earlier (overlap allowed)."""
+    if len(words) < size:
+        return 0
+    tail = words[-size:]
+    return sum(words[i:i + size] == tail for i in range(len(words) - size))

@@ -264,7 +264,8 @@ def is_degenerate(text: str) -> bool:
     """An answer a reader would call broken: a sentence said twice, or a phrase of 8 words said three times.
     (Measured independently of rag.repeats, which should have stopped both.)"""
     plain = _CITATION.sub("", text)
-    sentences = [" ".join(s.lower().split()) for s in split_sentences(plain)]
+    # sentences of three words or fewer are left out: "St." or "Fig." split off as sentences of their own
+    sentences = [" ".join(s.lower().split()) for s in split_sentences(plain) if len(s.split()) > 3]
     words = plain.lower().split()
     phrases = Counter(tuple(words[i:i + 8]) for i in range(len(words) - 7))
     return len(set(sentences)) < len(sentences) or any(n >= 3 for n in phrases.values())

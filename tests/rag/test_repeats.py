@@ -39,3 +39,12 @@ def test_new_words_pass_at_once_and_a_growing_word_waits():
     assert guard.feed("Hello wor") == "Hello "  # "wor" may still grow
     assert guard.feed("ld. ") == "world. "
     assert guard.finish() == ""
+
+
+def test_a_loop_with_variations_is_stopped_at_the_third_time_a_phrase_comes():
+    text = ("The document is referring to a specific species of ctenid, not Euplokamis. The document is referring "
+            "to a specific species of Euplokamis, but not Euampelaea. The document is referring to a specific "
+            "species of Euampelaea, which is a single species.")
+    shown, guard = run(text.split())
+    assert guard.looping and shown.count("The document is referring to a specific species") == 2
+    assert guard.kept.endswith("but not Euampelaea.")
