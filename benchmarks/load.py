@@ -38,10 +38,8 @@ from benchmarks.common import make_pdf  # noqa: E402
 from rag.components import Models, configure_hub  # noqa: E402
 from rag.devices import (
     apply_torch_threads,  # noqa: E402
-    torch_device,  # noqa: E402
-)
+    )
 from rag.evaluation.beir import load_beir  # noqa: E402
-from rag.local_generator import LocalGenerator  # noqa: E402
 from rag.settings import PROJECT_ROOT, Settings  # noqa: E402
 
 DEFAULT_BEIR = PROJECT_ROOT.parent / "shared" / "data" / "disflqa"
@@ -74,9 +72,8 @@ def serving(settings: Settings, shared: Models) -> Iterator[tuple[str, object]]:
     """The real app on a free port, sharing the text embedder; yields (url, service)."""
     from app import create_app, launch
 
-    # Built here from the settings until Models.generator() passes generation_batch on by itself.
-    generator = LocalGenerator.from_settings(settings, torch_device(settings.device))
-    models = Models(settings, shared.text_embedder, None, shared.clip_status, _generator=generator)
+    models = Models(settings, shared.text_embedder, None, shared.clip_status)
+    generator = models.generator()  # this server's own, with its generation_batch
     demo, service = create_app(settings, models)
     url = launch(demo, service, quiet=True).rstrip("/")
     try:

@@ -217,7 +217,8 @@ class Assistant:
         if not candidates:
             return []
         sentences = [s for _, s in candidates]
-        vectors = self.retriever.text_embedder.embed([question] + sentences, self.settings.embed_batch_size)
+        vectors = self.retriever.text_embedder.embed([question] + sentences, self.settings.embed_batch_size,
+                                                     urgent=True)
         cosines = vectors[1:] @ vectors[0]
         if float(cosines.max()) < MIN_SENTENCE_SIMILARITY:
             return []

@@ -62,7 +62,8 @@ class Models:
     def generator(self) -> Generator:
         with self._generator_lock:
             if self._generator is None:
-                self._generator = build_generator(self.settings, torch_device(self.settings.device))
+                self._generator = build_generator(self.settings, torch_device(self.settings.device),
+                                                  self.text_embedder.gate)
             return self._generator
 
     def open_store(self, folder: Path | None = None) -> KnowledgeBase:

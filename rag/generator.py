@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from rag.devices import ComputeGate
 from rag.settings import Settings
 
 Message = dict[str, str]
@@ -35,12 +36,13 @@ class Generator(Protocol):
         ...
 
 
-def build_generator(settings: Settings, device: str) -> Generator:
-    """The generator the settings ask for. Backends are imported here, so a process loads only its own."""
+def build_generator(settings: Settings, device: str, gate: ComputeGate | None = None) -> Generator:
+    """The generator the settings ask for. Backends are imported here, so a process loads only its own.
+    `gate` is the process's ComputeGate, which a local model shares with the text embedder."""
     if settings.generator_backend == "openai":
         from rag.openai_generator import OpenAIGenerator
 
         return OpenAIGenerator.from_settings(settings)
     from rag.local_generator import LocalGenerator
 
-    return LocalGenerator.from_settings(settings, device)
+    return LocalGenerator.from_settings(settings, device, gate)

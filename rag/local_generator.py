@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rag.devices import ComputeGate
 from rag.errors import Busy, TooLarge
 from rag.generator import Message
 from rag.settings import Settings
@@ -93,6 +94,9 @@ class _Request:
 
 
 _END = object()
+# New prompt tokens one prefill pass takes at most (one prompt at least): about 0.5 s on 2 CPU cores, the longest
+# a question's own embeddings wait for their turn (rag.devices.ComputeGate).
+PREFILL_TOKENS_PER_TURN = 256
 # A shorter common start (say "<|im_start|>system") is not worth a cache; a system line is longer.
 MIN_PREFIX_TOKENS = 16
 
@@ -184,7 +188,7 @@ class LocalGenerator:
 
     def __init__(self, name: str, cache_dir: Path, device: str = "cpu", batch_size: int = Settings.generation_batch,
                  max_waiting: int = Settings.max_waiting_questions,
-                 timeout_s: float = Settings.generation_timeout_s) -> None:
+                 timeout_s: float = Settings.generation_timeout_s, gate: ComputeGate | None = None) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -208,6 +212,7 @@ class LocalGenerator:
         keeps = "logits_to_keep" in inspect.signature(self.model.forward).parameters
         self._last_logits_only = {"logits_to_keep": 1} if keeps else {}
         self._prefix = _Prefix()
+        self._gate = gate or ComputeGate()  # shared with the text embedder: a question's embeddings go first
         self._pending: deque[_Request] = deque()
         self._running = 0
         self._closed = False
@@ -215,9 +220,9 @@ class LocalGenerator:
         self._scheduler: threading.Thread | None = None
 
     @classmethod
-    def from_settings(cls, settings: Settings, device: str) -> LocalGenerator:
+    def from_settings(cls, settings: Settings, device: str, gate: ComputeGate | None = None) -> LocalGenerator:
         return cls(settings.generator_model, settings.cache_dir, device, settings.generation_batch,
-                   settings.max_waiting_questions, settings.generation_timeout_s)
+                   settings.max_waiting_questions, settings.generation_timeout_s, gate)
 
     def stream(self, messages: list[Message], max_new_tokens: int = 200) -> Iterator[str]:
         """Yield the answer's text piece by piece as the model produces it.
@@ -335,13 +340,15 @@ class LocalGenerator:
         """Prefill the newcomers, then pad their cache and the batch's to one length and stack them.
 
         Prompts that start with the remembered prefix (the chat template and system line every question shares)
-        reuse its cached keys and values and prefill only the rest; the others are prefilled whole, together."""
+        reuse its cached keys and values and prefill only the rest; the others are prefilled whole. Each forward
+        pass takes at most PREFILL_TOKENS_PER_TURN new tokens (one prompt at least), so a question's urgent
+        embeddings get the cores between them instead of waiting for eight prompts at once."""
         shared = self._prefix.shared_by(joining)
         whole = [r for r in joining if r not in shared]
         deadline = time.monotonic() + self.timeout_s
-        for group, prefix in ((shared, self._prefix), (whole, None)):
-            if not group:
-                continue
+        groups = [(part, self._prefix) for part in _portions(shared, self._prefix.length)]
+        groups += [(part, None) for part in _portions(whole, 0)]
+        for group, prefix in groups:
             cache, mask, tokens = self._prefill(group, prefix)
             for request in group:
                 request.deadline = deadline
@@ -373,8 +380,9 @@ class LocalGenerator:
             mask = torch.cat([torch.ones(len(group), skip, dtype=mask.dtype, device=self.device), mask], dim=-1)
             cache = prefix.cache_for(len(group), self.model.config)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, skip:]
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                         **self._last_logits_only)
+        with self._gate.turn():
+            out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                             **self._last_logits_only)
         return out.cache, mask, out.logits[:, -1].argmax(-1, keepdim=True)
 
     def _step(self, batch: _Batch) -> None:
@@ -382,8 +390,9 @@ class LocalGenerator:
 
         positions = batch.mask.sum(-1, keepdim=True)  # each row's count of real tokens so far
         batch.mask = torch.cat([batch.mask, torch.ones_like(batch.next_tokens)], dim=-1)
-        out = self.model(input_ids=batch.next_tokens, attention_mask=batch.mask, position_ids=positions,
-                         cache=batch.cache, use_cache=True)
+        with self._gate.turn():
+            out = self.model(input_ids=batch.next_tokens, attention_mask=batch.mask, position_ids=positions,
+                             cache=batch.cache, use_cache=True)
         batch.cache = out.cache
         batch.next_tokens = out.logits[:, -1].argmax(-1, keepdim=True)
         self._deliver(batch)
@@ -405,6 +414,18 @@ class LocalGenerator:
         if len(keep) < len(batch.requests):
             _select_rows(batch, keep)
             self._set_running(len(keep))
+
+
+def _portions(requests: list[_Request], skip: int) -> list[list[_Request]]:
+    """`requests` in groups whose padded prefill (rows x longest rest of prompt) stays within the per-turn budget."""
+    portions: list[list[_Request]] = []
+    for request in requests:
+        last = portions[-1] if portions else None
+        if last and (len(last) + 1) * max(len(r.prompt) - skip for r in [*last, request]) <= PREFILL_TOKENS_PER_TURN:
+            last.append(request)
+        else:
+            portions.append([request])
+    return portions
 
 
 def _stack(batch: _Batch, cache: Any, mask: Any, tokens: Any) -> None:

@@ -83,7 +83,7 @@ class Retriever:
             return [[] for _ in queries]
         if mode == "bm25":
             return self._bm25(queries, k)
-        vectors = self.text_embedder.embed(queries, batch_size)
+        vectors = self.text_embedder.embed(queries, batch_size, urgent=True)
         if mode == "dense":
             return [[Passage(chunk, score, score) for chunk, score in self.kb.search_chunks(vector[None, :], k)]
                     for vector in vectors]
@@ -121,7 +121,7 @@ class Retriever:
         if not missing:
             return results
         texts = [indexed_text(c.heading, c.text) for _, c in missing]
-        chunk_vectors = dict(zip((i for i, _ in missing), self.text_embedder.embed(texts, batch_size)))
+        chunk_vectors = dict(zip((i for i, _ in missing), self.text_embedder.embed(texts, batch_size, urgent=True)))
         return [[p if p.dense_score is not None else
                  Passage(p.chunk, p.score, float(chunk_vectors[p.chunk.id] @ vector)) for p in row]
                 for vector, row in zip(vectors, results)]

