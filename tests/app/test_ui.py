@@ -64,6 +64,8 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(page: Page, liv
     expect(page.locator("#kb-status")).to_contain_text("2 documents")
 
     page.evaluate(RECORD_BOT_TEXTS)
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_label("generate", exact=True).check()  # the model's text streams token by token in this mode
     ask(page, "At what temperature is the seed vault kept?")
     expect(page.locator("#sources")).to_contain_text("aurora.md, p. 1", timeout=90_000)
     expect(page.locator("#question textarea")).to_have_value("")

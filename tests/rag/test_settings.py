@@ -11,7 +11,7 @@ def test_flags_win_over_environment_which_wins_over_defaults():
     assert settings.top_k == 3  # flag
     assert settings.store == Path("/tmp/from-env")  # environment (flag not given)
     assert settings.ocr is False
-    assert settings.answer_mode == "generate"  # default
+    assert settings.answer_mode == "answer-first"  # default
 
 
 @pytest.mark.parametrize(("env", "value", "message"), [
