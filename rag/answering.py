@@ -7,6 +7,7 @@ is not asked to improvise.
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +25,8 @@ from rag.repeats import RepeatGuard
 from rag.retrieval import Passage, Retriever, fuse
 from rag.settings import Settings
 from rag.store import KnowledgeBase
+
+logger = logging.getLogger(__name__)
 
 # Cosine similarity (all-MiniLM-L6-v2) under which the best passage is taken to be off-topic.
 MIN_PASSAGE_SIMILARITY = 0.25
@@ -170,7 +173,11 @@ class Assistant:
         """After the quoted sentences, the model's own short answer from them, shown only where the passages
         support it and it says more than the quote. It is checked whole before it is shown: the quote is on
         screen meanwhile, so nothing that would be withdrawn is ever streamed."""
-        guard = yield from self._guarded(question, quoted, PHRASING_TOKENS, show=False)
+        try:
+            guard = yield from self._guarded(question, quoted, PHRASING_TOKENS, show=False)
+        except LoupeError as error:  # busy, or a model server down: the quote is the answer, and it is shown
+            logger.warning("No model line after the quote: %s", error)
+            return
         answer.looped = guard.looping
         checks = check_answer(guard.kept, [p.chunk.text for p in passages], question=question)
         answer.withheld = [c.text for c in checks if not c.supported]

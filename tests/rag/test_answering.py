@@ -10,7 +10,7 @@ import pytest
 from ingest.pipeline import Ingestor
 from rag.answering import RankedSentence, check_question, fitted_messages
 from rag.components import Models
-from rag.errors import LoupeError, TooLarge
+from rag.errors import Busy, LoupeError, TooLarge
 from rag.local_generator import LocalGenerator
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from tests.builders import make_pdf, sample_image
@@ -211,3 +211,17 @@ def test_a_sentence_found_in_two_passages_is_quoted_once(models, tmp_path):
     assert not Ingestor(kb, models.settings, models.text_embedder).ingest([tmp_path / "docs"]).failed
     answer = models.assistant(kb).ask("When does the ferry to the island leave?", mode="extractive")
     assert answer.text.count("leaves the harbour at seven") == 1, answer.text
+
+
+class BusyModel(ScriptedModel):
+    """Stands in for a generator whose queue is full (rag.errors.Busy), which a real one only is under load."""
+
+    def stream(self, messages, max_new_tokens=200):
+        raise Busy("Loupe is busy answering other questions; try again in a moment.")
+        yield ""  # a generator function, as the real ones are
+
+
+def test_answer_first_keeps_its_quote_when_the_model_is_busy(text_embedder, image_embedder, filled):
+    answer = tiny_assistant(filled, text_embedder, image_embedder, BusyModel("")).ask(
+        "How many ships did the lighthouse keeper log?", mode="answer-first")
+    assert "412 ships" in answer.text and "[1]" in answer.text and answer.grounded
