@@ -296,8 +296,9 @@ def _best_sentences(ranked: list[RankedSentence]) -> list[RankedSentence]:
 
 
 def _quote(sentences: list[RankedSentence]) -> str:
-    """The sentences in reading order, each with its citation."""
-    return " ".join(f"{r.text} [{r.passage}]" for r in sorted(sentences, key=lambda r: r.position))
+    """The sentences in reading order, each with its citation, on one line each whatever the source's line
+    breaks (an HTML page's or a PDF's lines would break the quote mid-sentence)."""
+    return " ".join(f"{' '.join(r.text.split())} [{r.passage}]" for r in sorted(sentences, key=lambda r: r.position))
 
 
 def _restates(sentence: str, quoted: list[RankedSentence]) -> bool:

@@ -213,6 +213,15 @@ def test_a_sentence_found_in_two_passages_is_quoted_once(models, tmp_path):
     assert answer.text.count("leaves the harbour at seven") == 1, answer.text
 
 
+def test_a_quote_reads_as_one_line_whatever_the_source_line_breaks(models, tmp_path):
+    wrapped = "The night ferry to the island\nleaves the harbour at eleven\nevery Friday.\n"
+    (tmp_path / "wrapped.txt").write_text(wrapped)
+    kb = models.open_store(tmp_path / "kb")
+    assert not Ingestor(kb, models.settings, models.text_embedder).ingest([tmp_path / "wrapped.txt"]).failed
+    answer = models.assistant(kb).ask("When does the night ferry leave?", mode="extractive")
+    assert "The night ferry to the island leaves the harbour at eleven every Friday." in answer.text, answer.text
+
+
 class BusyModel(ScriptedModel):
     """Stands in for a generator whose queue is full (rag.errors.Busy), which a real one only is under load."""
 
