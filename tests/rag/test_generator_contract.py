@@ -144,16 +144,19 @@ def test_a_loupe_whose_model_server_is_down_says_so_in_the_answer(start_app, tmp
                     generator_base_url=f"http://127.0.0.1:{port}/v1")
     with httpx.Client(base_url=app.url, timeout=120) as http:
         http.post("/api/ingest", files={"file": ("aurora.md", AURORA_MD.encode())})
-        response = http.post("/api/ask", json={"question": "At what temperature is the seed vault kept?"})
+        question = "At what temperature is the seed vault kept?"
+        # answer-first (the default) shows its quote without the model: the server's failure is logged only
+        quoted = http.post("/api/ask", json={"question": question})
+        assert quoted.status_code == 200 and "minus eighteen" in quoted.json()["answer"]
+        response = http.post("/api/ask", json={"question": question, "mode": "generate"})
         assert response.status_code == 502
         assert response.json()["detail"] == (f"The model server at http://127.0.0.1:{port}/v1 could not be reached: "
                                               "is it running? (--generator-base-url)")
-        for model, stream in (("loupe:default", False), (PLAIN_MODEL, True)):
-            reply = http.post("/v1/chat/completions", json={"model": model, "stream": stream, "messages": [
-                {"role": "user", "content": "At what temperature is the seed vault kept?"}]})
-            assert reply.status_code == 502 and f"127.0.0.1:{port}/v1 could not" in reply.json()["error"]["message"]
+        reply = http.post("/v1/chat/completions", json={"model": PLAIN_MODEL, "stream": True, "messages": [
+            {"role": "user", "content": question}]})
+        assert reply.status_code == 502 and f"127.0.0.1:{port}/v1 could not" in reply.json()["error"]["message"]
     with pytest.raises(AppError, match=rf"The model server at http://127\.0\.0\.1:{port}/v1 could not be reached"):
-        Client(app.url, verbose=False).predict(question="At what temperature is the seed vault kept?", api_name="/ask")
+        Client(app.url, verbose=False).predict(question=question, mode="generate", api_name="/ask")
 
 
 # --- what only a remote backend can meet: a server down, flaky, busy or refusing ---------------------------
