@@ -158,12 +158,7 @@ class _Prefix:
 
 
 def _common_length(a: list[int], b: list[int]) -> int:
-    length = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        length += 1
-    return length
+    return len(os.path.commonprefix([a, b]))  # works on any sequences, not only paths
 
 
 @dataclass

@@ -17,13 +17,13 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from rag.answering import Answer
+from rag.answering import Answer, final_answer
 from rag.evaluation.beir import BeirSet, Document
 from rag.evaluation.metrics import contains_answer, ranking_metrics
 from rag.grounding import split_sentences
@@ -249,14 +249,16 @@ def evaluate_answers(assistant, beir: BeirSet, sample: AnswerSample, answer_mode
 
 def _streamed(events: Iterable[object], start: float) -> tuple[Answer, float]:
     """The finished Answer of a stream, and the seconds from `start` to its first piece of text."""
-    first, answer = None, None
-    for event in events:
-        if isinstance(event, str) and event and first is None:
-            first = time.perf_counter() - start
-        elif isinstance(event, Answer):
-            answer = event
-    if answer is None:
-        raise RuntimeError("the answer stream ended without an Answer")
+    first: float | None = None
+
+    def timed() -> Iterator[object]:
+        nonlocal first
+        for event in events:
+            if first is None and isinstance(event, str) and event:
+                first = time.perf_counter() - start
+            yield event
+
+    answer = final_answer(timed())
     return answer, first if first is not None else time.perf_counter() - start
 
 

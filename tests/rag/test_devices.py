@@ -5,16 +5,7 @@ from __future__ import annotations
 import threading
 
 from rag.devices import ComputeGate
-
-WAIT_S = 60  # bound for a thread to reach a state; never asserted on
-
-
-def wait_until(condition) -> None:
-    for _ in range(WAIT_S * 100):
-        if condition():
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("the gate never reached the expected state")
+from tests.threads import WAIT_S, wait_until
 
 
 def test_urgent_work_goes_before_background_work_that_waited_longer():

@@ -17,11 +17,11 @@ import torch
 
 from rag.errors import Busy, TooLarge
 from rag.local_generator import LocalGenerator
+from tests.threads import WAIT_S, wait_until
 
 PROMPTS = ["What is the capital of France?",
            "Write a short poem about a lighthouse keeper who counts ships in winter.",
            "Explain in two sentences why the sky is blue."]
-WAIT_S = 120  # generous bound for a background thread to reach a state; never asserted on
 
 
 def messages(question: str, system: str | None = None) -> list[dict[str, str]]:
@@ -57,14 +57,6 @@ def alone(generator: LocalGenerator, question: str, max_new_tokens: int, system:
     out = generator.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
                                    do_sample=False, pad_token_id=generator.tokenizer.eos_token_id)
     return generator.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-
-
-def wait_until(condition) -> None:
-    for _ in range(WAIT_S * 100):
-        if condition():
-            return
-        threading.Event().wait(0.01)
-    raise AssertionError("the generator never reached the expected state")
 
 
 def drain(stream: Iterator[str], into: list[str]) -> threading.Thread:
