@@ -83,14 +83,15 @@ def main() -> None:
         notes_together = ingest_notes(models, notes, tmp / "d", together=True)
         notes_apart = ingest_notes(models, notes, tmp / "e", together=False)
     print(f"device: {device}, cores: {os.cpu_count()}")
-    print("| run | pages | chunks | total s | ms/page | ms/chunk | parse s | embed s | index s | peak RSS growth MB |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| run | pages | chunks | total s | ms/page | ms/chunk | parse s | embed s | embed sentences s | index s | "
+          "peak RSS growth MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = [(f"batch {size}" + (" (Loupe's default)" if size == default else ""), row) for size, row in by_size.items()]
     for name, row in rows + [(f"{args.big_pages}-page PDF, batch {default}", large)]:
         stages = row["stages"]
         print(f"| {name} | {row['pages']} | {row['chunks']} | {row['seconds']:.1f} | {row['per_page_ms']:.0f} | "
               f"{row['per_chunk_ms']:.1f} | {stages.get('parse', 0):.1f} | {stages.get('embed', 0):.1f} | "
-              f"{stages.get('index', 0):.2f} | {row['rss_growth_mb']:.0f} |")
+              f"{stages.get('embed sentences', 0):.1f} | {stages.get('index', 0):.2f} | {row['rss_growth_mb']:.0f} |")
     fastest = min(by_size, key=lambda size: by_size[size]["seconds"])
     print(f"\nfastest batch size: {fastest} ({by_size[sizes[0]]['seconds'] / by_size[fastest]['seconds']:.2f}x "
           f"batch {sizes[0]})")

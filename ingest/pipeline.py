@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from ingest.chunking import ChunkBudget, chunk_blocks
@@ -32,13 +33,14 @@ from rag.errors import LoupeError
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import LexicalIndex
 from rag.records import DocumentInfo, ImageRecord, NewChunk, NewDocument, indexed_text
+from rag.sentence_vectors import embed_chunk_sentences
 from rag.settings import Settings
 from rag.store import DuplicateDocument, KnowledgeBase, StagedDocument
 from rag.text_embedder import TextEmbedder
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("parse", "ocr", "embed", "index")
+STAGES = ("parse", "ocr", "embed", "embed sentences", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
 
 # (file name, stage, done, total); stages: parse, embed, done, and duplicate or failed as soon as known
@@ -209,13 +211,11 @@ class Ingestor:
         """Embed the chunks of several small files in one call, then write each file on its own."""
         if not group:
             return
-        start = time.perf_counter()
-        vectors = self._embed_texts([c for _, p in group for c in p.first[0]])
-        seconds["embed"] += time.perf_counter() - start
+        vectors, sentence_vectors = self._embed_texts([c for _, p in group for c in p.first[0]], seconds)
         offset = 0
         for slot, prepared in group:
             count = len(prepared.first[0])
-            batch = (*prepared.first, vectors[offset:offset + count])
+            batch = (*prepared.first, vectors[offset:offset + count], sentence_vectors[offset:offset + count])
             offset += count
             outcome = self._guarded(prepared.path, prepared.name, self._write, prepared, iter([batch]), seconds,
                                     False, notify)
@@ -226,10 +226,8 @@ class Ingestor:
     def _embedded(self, prepared: _Prepared, seconds: dict[str, float]) -> Iterator[tuple]:
         """The batches of a large file with their vectors, embedded one batch at a time."""
         for chunks, images in itertools.chain([prepared.first], prepared.batches):
-            start = time.perf_counter()
-            vectors = self._embed_texts(chunks)
-            seconds["embed"] += time.perf_counter() - start
-            yield chunks, images, vectors
+            vectors, sentence_vectors = self._embed_texts(chunks, seconds)
+            yield chunks, images, vectors, sentence_vectors
 
     def _write(self, prepared: _Prepared, batches: Iterator[tuple], seconds: dict[str, float], show_progress: bool,
                notify: ProgressCallback) -> FileOutcome:
@@ -240,8 +238,8 @@ class Ingestor:
         pages = tqdm(total=None, desc=name[-30:], unit="chunk", leave=False,
                      disable=not show_progress or prepared.complete, file=sys.stderr)
         with self.kb.staging() as staged:
-            for chunks, images, vectors in batches:
-                staged.add_chunks(chunks, vectors)
+            for chunks, images, vectors, sentence_vectors in batches:
+                staged.add_chunks(chunks, vectors, sentence_vectors)
                 self._stage_images(staged, images, seconds)
                 pages.update(len(chunks))
                 notify(name, "embed", staged.chunk_count, 0)
@@ -292,9 +290,18 @@ class Ingestor:
                 batch, images[:] = [], []
         yield batch, images[:]
 
-    def _embed_texts(self, chunks: list[NewChunk]):
+    def _embed_texts(self, chunks: list[NewChunk],
+                     seconds: dict[str, float]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """The chunks' vectors (heading + text, as retrieval matches them), and each chunk's sentence vectors,
+        which answering ranks (rag.sentence_vectors); each timed as its own stage."""
+        start = time.perf_counter()
         texts = [indexed_text(c.heading, c.text) for c in chunks]
-        return self.text_embedder.embed(texts, self.settings.embed_batch_size)
+        vectors = self.text_embedder.embed(texts, self.settings.embed_batch_size)
+        middle = time.perf_counter()
+        sentences = embed_chunk_sentences(self.text_embedder, [c.text for c in chunks], self.settings.embed_batch_size)
+        seconds["embed"] += middle - start
+        seconds["embed sentences"] += time.perf_counter() - middle
+        return vectors, sentences
 
     def _stage_images(self, staged: StagedDocument, images: list[PageImage], seconds: dict[str, float]) -> None:
         vectors = [None] * len(images)

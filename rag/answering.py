@@ -15,6 +15,8 @@ from collections.abc import Generator as Generator_
 from contextlib import closing
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rag.errors import LoupeError, TooLarge
 from rag.generator import Generator
 from rag.grounding import check_answer, cite, content_words, split_sentences
@@ -23,6 +25,7 @@ from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from rag.records import ImageRecord
 from rag.repeats import RepeatGuard
 from rag.retrieval import Passage, Retriever, fuse
+from rag.sentence_vectors import matching
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 
@@ -61,6 +64,13 @@ class RankedSentence:
     position: int  # order in the passages, for putting chosen sentences back in reading order
     score: float  # fused z-score
     cosine: float
+
+
+@dataclass
+class _Candidate:
+    passage: int  # 1-based number of the passage it comes from
+    text: str
+    vector: np.ndarray | None
 
 
 @dataclass
@@ -132,9 +142,10 @@ class Assistant:
         k = k or self.settings.top_k
         mode = mode or self.settings.answer_mode
         start = time.perf_counter()
-        passages = self.retriever.search(question, k)
+        question_vector = self.retriever.embed_query(question)  # once: retrieval and the sentence ranking use it
+        passages = self.retriever.search(question, k, vector=question_vector)
         answer = Answer(question, "", mode, _sources(passages))
-        ranked = self._rank_sentences(question, passages) if _answerable(passages) else []
+        ranked = self._rank_sentences(question, question_vector, passages) if _answerable(passages) else []
         quoted = _best_sentences(ranked)
         answer.seconds["retrieve"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -208,7 +219,8 @@ class Assistant:
             yield rest
         return guard
 
-    def _rank_sentences(self, question: str, passages: list[Passage]) -> list[RankedSentence]:
+    def _rank_sentences(self, question: str, question_vector: np.ndarray,
+                        passages: list[Passage]) -> list[RankedSentence]:
         """The passages' sentences, best first; empty when none is similar enough to the question.
 
         Sentences are ranked as retrieval used to rank chunks: the z-scores of their cosine similarity and of
@@ -216,23 +228,39 @@ class Assistant:
         weights (chunk retrieval now also weights BM25 by question coverage; not measured for sentences).
         Either one alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
         """
-        # A sentence seen before is skipped: chunks overlap, and documents repeat themselves, so the same sentence
-        # would otherwise be quoted twice.
-        seen: set[str] = set()
-        candidates = [(n, sentence) for n, p in enumerate(passages, start=1)
-                      for sentence in split_sentences(p.chunk.text) if _first_time(sentence, seen)]
+        candidates = self._candidate_sentences(passages)
         if not candidates:
             return []
-        sentences = [s for _, s in candidates]
-        vectors = self.retriever.text_embedder.embed([question] + sentences, self.settings.embed_batch_size,
-                                                     urgent=True)
-        cosines = vectors[1:] @ vectors[0]
+        sentences = [c.text for c in candidates]
+        cosines = np.stack([c.vector for c in candidates]) @ question_vector
         if float(cosines.max()) < MIN_SENTENCE_SIMILARITY:
             return []
         lexical = bm25_scores(question, sentences)
         fused = fuse([dict(enumerate(cosines.tolist())), {i: float(v) for i, v in enumerate(lexical) if v > 0}],
                      pool_size=len(sentences))
-        return [RankedSentence(candidates[i][0], candidates[i][1], i, score, float(cosines[i])) for i, score in fused]
+        return [RankedSentence(candidates[i].passage, candidates[i].text, i, score, float(cosines[i]))
+                for i, score in fused]
+
+    def _candidate_sentences(self, passages: list[Passage]) -> list[_Candidate]:
+        """The passages' sentences in reading order with their vectors: stored at ingest (rag.sentence_vectors), or
+        embedded now for chunks stored without them."""
+        stored = self.retriever.kb.sentence_vectors([p.chunk.id for p in passages])
+        # A sentence seen before is skipped: chunks overlap, and documents repeat themselves, so the same sentence
+        # would otherwise be quoted twice.
+        seen: set[str] = set()
+        candidates = []
+        for number, passage in enumerate(passages, start=1):
+            sentences = split_sentences(passage.chunk.text)
+            vectors = matching(stored.get(passage.chunk.id), sentences)
+            candidates += [_Candidate(number, sentence, None if vectors is None else vectors[i])
+                           for i, sentence in enumerate(sentences) if _first_time(sentence, seen)]
+        missing = [c for c in candidates if c.vector is None]
+        if missing:
+            embedded = self.retriever.text_embedder.embed([c.text for c in missing], self.settings.embed_batch_size,
+                                                          urgent=True)
+            for candidate, vector in zip(missing, embedded):
+                candidate.vector = vector
+        return candidates
 
     def _images(self, question: str, sources: list[Source]) -> list[AnswerImage]:
         """Images on the cited pages first, then CLIP's text-to-image matches."""

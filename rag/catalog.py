@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     heading TEXT,
     text TEXT NOT NULL,
     ocr INTEGER NOT NULL DEFAULT 0,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    sentence_vectors BLOB
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id, ordinal);
 CREATE TABLE IF NOT EXISTS images (
@@ -62,6 +63,10 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_document ON images (document_id);
 CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
 """
+
+# Sentence vectors (rag.sentence_vectors) are kept as float16: ranking sentences needs cosines to about 1e-3, and a
+# chunk has several sentences, so float32 would make them most of the catalog.
+SENTENCE_DTYPE = np.float16
 
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, d.name, d.path, c.page, c.heading, c.text"
 _IMAGE_COLUMNS = "i.id, i.document_id, d.name, i.page, i.name, i.file, i.vector IS NOT NULL"
@@ -108,6 +113,7 @@ class Catalog:
             if version != SCHEMA_VERSION:
                 raise LoupeError(f"the knowledge base '{catalog.name}' has catalog schema {version}, which this "
                                  f"version of Loupe cannot read (it reads schema {SCHEMA_VERSION})")
+            catalog._add_missing_columns()
         except BaseException:
             catalog.close()
             raise
@@ -123,6 +129,17 @@ class Catalog:
             if statement.strip():
                 self.conn.execute(statement)
         self.set_meta("schema_version", SCHEMA_VERSION)
+
+    def _add_missing_columns(self) -> None:
+        """Columns added since schema 1, each nullable, so that older stores open and older Loupes still read
+        newer ones (they name their columns)."""
+        if "sentence_vectors" not in self._columns("chunks"):
+            with self.transaction():
+                if "sentence_vectors" not in self._columns("chunks"):  # another process may have added it
+                    self.conn.execute("ALTER TABLE chunks ADD COLUMN sentence_vectors BLOB")
+
+    def _columns(self, table: str) -> set[str]:
+        return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
 
     @contextmanager
     def transaction(self, busy_timeout_s: float | None = None) -> Iterator[None]:
@@ -218,18 +235,37 @@ class Catalog:
             yield DocumentInfo(*row)
 
     # --- chunks -------------------------------------------------------------------------------
-    def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk],
-                   vectors: np.ndarray) -> list[int]:
+    def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray,
+                   sentence_vectors: Sequence[np.ndarray | None] | None = None) -> list[int]:
+        """Insert chunks with their vectors and (optionally) their sentences' vectors (rag.sentence_vectors)."""
         ids = []
-        for offset, (chunk, vector) in enumerate(zip(chunks, vectors, strict=True)):
+        sentence_vectors = sentence_vectors if sentence_vectors is not None else [None] * len(chunks)
+        for offset, (chunk, vector, sentences) in enumerate(zip(chunks, vectors, sentence_vectors, strict=True)):
+            sentences_blob = None if sentences is None else np.asarray(sentences, SENTENCE_DTYPE).tobytes()
             cursor = self.conn.execute(
-                "INSERT INTO chunks (document_id, ordinal, page, heading, text, ocr, vector) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO chunks (document_id, ordinal, page, heading, text, ocr, vector, sentence_vectors) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (document_id, first_ordinal + offset, chunk.page, chunk.heading, chunk.text, int(chunk.ocr),
-                 np.asarray(vector, np.float32).tobytes()),
+                 np.asarray(vector, np.float32).tobytes(), sentences_blob),
             )
             ids.append(int(cursor.lastrowid))
         return ids
+
+    def chunk_vectors(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
+        """The stored vectors of these chunks, as ingest made them."""
+        rows = self._by_ids("SELECT id, vector FROM chunks WHERE id IN ({})", ids)
+        return {row[0]: np.frombuffer(row[1], np.float32).reshape(dim) for row in rows}
+
+    def sentence_vectors(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
+        """The stored sentence vectors of these chunks; chunks stored without them are left out."""
+        rows = self._by_ids("SELECT id, sentence_vectors FROM chunks WHERE sentence_vectors IS NOT NULL AND "
+                            "id IN ({})", ids)
+        # float32 for the arithmetic: float16 products would round again
+        return {row[0]: np.frombuffer(row[1], SENTENCE_DTYPE).reshape(-1, dim).astype(np.float32) for row in rows}
+
+    def _by_ids(self, query: str, ids: Iterable[int]) -> list[tuple]:
+        ids = list(ids)
+        return self.conn.execute(query.format(",".join("?" * len(ids))), ids).fetchall() if ids else []
 
     def chunks(self, ids: Iterable[int]) -> dict[int, ChunkRecord]:
         ids = list(ids)

@@ -65,15 +65,21 @@ class Retriever:
     def lexical(self) -> LexicalIndex:
         return LexicalIndex.for_store(self.kb)
 
-    def search(self, query: str, k: int, mode: str | None = None) -> list[Passage]:
-        return self.search_many([query], k, mode)[0]
+    def embed_query(self, query: str) -> np.ndarray:
+        """The query's vector, for callers that use it again after searching (answering ranks sentences)."""
+        return self.text_embedder.embed([query], urgent=True)[0]
+
+    def search(self, query: str, k: int, mode: str | None = None, vector: np.ndarray | None = None) -> list[Passage]:
+        """The best k passages; `vector` is the query's own (embed_query), when the caller has it already."""
+        return self.search_many([query], k, mode, vectors=None if vector is None else vector[None, :])[0]
 
     def search_many(self, queries: Sequence[str], k: int, mode: str | None = None, batch_size: int = 0,
-                    with_dense_scores: bool = True) -> list[list[Passage]]:
-        """The best k passages for each query, best first; queries are embedded in batches.
+                    with_dense_scores: bool = True, vectors: np.ndarray | None = None) -> list[list[Passage]]:
+        """The best k passages for each query, best first; queries are embedded in batches, unless `vectors`
+        holds their vectors already.
 
-        with_dense_scores=False leaves dense_score None on hybrid hits only BM25 found, instead of embedding
-        their texts: ranking evaluations over thousands of queries need the order, not the cosine.
+        with_dense_scores=False leaves dense_score None on hybrid hits only BM25 found, instead of looking up
+        their vectors: ranking evaluations over thousands of queries need the order, not the cosine.
         """
         mode = mode or self.mode
         if mode not in MODES:
@@ -83,13 +89,14 @@ class Retriever:
             return [[] for _ in queries]
         if mode == "bm25":
             return self._bm25(queries, k)
-        vectors = self.text_embedder.embed(queries, batch_size, urgent=True)
+        if vectors is None:
+            vectors = self.text_embedder.embed(queries, batch_size, urgent=True)
         if mode == "dense":
             return [[Passage(chunk, score, score) for chunk, score in self.kb.search_chunks(vector[None, :], k)]
                     for vector in vectors]
         results = self._hybrid(queries, vectors, k)
         if with_dense_scores:
-            results = self._fill_dense_scores(vectors, results, batch_size)
+            results = self._fill_dense_scores(vectors, results)
         return results
 
     def _bm25(self, queries: list[str], k: int) -> list[list[Passage]]:
@@ -114,15 +121,13 @@ class Retriever:
             results.append([Passage(chunks[i], score, dense.get(i)) for i, score in fused[:k]])
         return results
 
-    def _fill_dense_scores(self, vectors: np.ndarray, results: list[list[Passage]],
-                           batch_size: int) -> list[list[Passage]]:
-        """Cosine similarity for the hits only BM25 found: embed their texts as ingest did (heading + text)."""
-        missing = sorted({p.chunk.id: p.chunk for row in results for p in row if p.dense_score is None}.items())
+    def _fill_dense_scores(self, vectors: np.ndarray, results: list[list[Passage]]) -> list[list[Passage]]:
+        """Cosine similarity for the hits only BM25 found, from the vectors ingest stored (no model call)."""
+        missing = sorted({p.chunk.id for row in results for p in row if p.dense_score is None})
         if not missing:
             return results
-        texts = [indexed_text(c.heading, c.text) for _, c in missing]
-        chunk_vectors = dict(zip((i for i, _ in missing), self.text_embedder.embed(texts, batch_size, urgent=True)))
-        return [[p if p.dense_score is not None else
+        chunk_vectors = self.kb.chunk_vectors(missing)
+        return [[p if p.dense_score is not None or p.chunk.id not in chunk_vectors else
                  Passage(p.chunk, p.score, float(chunk_vectors[p.chunk.id] @ vector)) for p in row]
                 for vector, row in zip(vectors, results)]
 

@@ -31,7 +31,7 @@ import re
 import secrets
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,6 +273,16 @@ class KnowledgeBase:
         with self._lock:
             return self._reader.chunks_of_document(document_id, first, last)
 
+    def chunk_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """The vectors ingest stored for these chunks (heading + text, as indexed)."""
+        with self._lock:
+            return self._reader.chunk_vectors(ids, self.text_model.dim)
+
+    def sentence_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """The sentence vectors ingest stored for these chunks (rag.sentence_vectors); absent for older chunks."""
+        with self._lock:
+            return self._reader.sentence_vectors(ids, self.text_model.dim)
+
     def chunk_texts(self) -> list[tuple[int, str | None, str]]:
         """(id, heading, text) of every chunk, read in one consistent snapshot."""
         with self._lock:
@@ -409,24 +419,38 @@ class StagedDocument:
     def empty(self) -> bool:
         return self.chunk_count == 0 and not self.images
 
-    def add_chunks(self, chunks: list[NewChunk], vectors: np.ndarray) -> None:
+    def add_chunks(self, chunks: list[NewChunk], vectors: np.ndarray,
+                   sentence_vectors: Sequence[np.ndarray] | None = None) -> None:
+        """Stage a batch of chunks with their vectors and, optionally, each chunk's sentence vectors."""
         if not chunks:
             return
         vectors = _checked_vectors(chunks, vectors, self._text_dim)
         stem = self.folder / f"chunks-{self._batches:06d}"
-        rows = [[c.page, c.heading, c.text, c.ocr] for c in chunks]
+        counts = [-1] * len(chunks) if sentence_vectors is None else [len(m) for m in sentence_vectors]
+        rows = [[c.page, c.heading, c.text, c.ocr, count] for c, count in zip(chunks, counts, strict=True)]
         stem.with_suffix(".json").write_text(json.dumps(rows), encoding="utf-8")
         np.save(stem.with_suffix(".npy"), vectors)
+        if sentence_vectors is not None:
+            flat = np.concatenate([np.asarray(m, np.float32).reshape(-1, self._text_dim) for m in sentence_vectors])
+            np.save(self.folder / f"{stem.name}-sentences.npy", flat)
         self._batches += 1
         self.chunk_count += len(chunks)
 
-    def chunk_batches(self) -> Iterator[tuple[list[NewChunk], np.ndarray]]:
-        """The staged chunks and their vectors, read back one batch at a time."""
+    def chunk_batches(self) -> Iterator[tuple[list[NewChunk], np.ndarray, list[np.ndarray | None]]]:
+        """The staged chunks, their vectors and their sentence vectors, read back one batch at a time."""
         for number in range(self._batches):
             stem = self.folder / f"chunks-{number:06d}"
             rows = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
-            chunks = [NewChunk(page, text, heading, bool(ocr)) for page, heading, text, ocr in rows]
-            yield chunks, np.load(stem.with_suffix(".npy"), allow_pickle=False)
+            chunks = [NewChunk(page, text, heading, bool(ocr)) for page, heading, text, ocr, _ in rows]
+            counts = [row[4] for row in rows]
+            yield chunks, np.load(stem.with_suffix(".npy"), allow_pickle=False), self._sentences(stem, counts)
+
+    def _sentences(self, stem: Path, counts: list[int]) -> list[np.ndarray | None]:
+        if counts and counts[0] < 0:
+            return [None] * len(counts)
+        flat = np.load(self.folder / f"{stem.name}-sentences.npy", allow_pickle=False)
+        bounds = np.cumsum([0, *counts])
+        return [flat[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
     def add_image(self, page: int, name: str, data: bytes, vector: np.ndarray | None) -> None:
         """Keep a copy of an image (named by its content); vector None = embed later."""
@@ -462,18 +486,20 @@ class Writer:
     def add_document(self, document: NewDocument) -> int:
         return self._catalog.add_document(document)
 
-    def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray) -> None:
+    def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray,
+                   sentence_vectors: Sequence[np.ndarray | None] | None = None) -> None:
         if len(chunks) == 0:
             return
         vectors = _checked_vectors(chunks, vectors, self._kb.text_model.dim)
-        self.added_chunk_ids += self._catalog.add_chunks(document_id, first_ordinal, chunks, vectors)
+        self.added_chunk_ids += self._catalog.add_chunks(document_id, first_ordinal, chunks, vectors,
+                                                         sentence_vectors)
         self.added_chunk_vectors.append(vectors)
 
     def add_staged(self, document_id: int, staged: StagedDocument) -> None:
         """Record a staged document's chunks and images, moving its image files into images/."""
         ordinal = 0
-        for chunks, vectors in staged.chunk_batches():
-            self.add_chunks(document_id, ordinal, chunks, vectors)
+        for chunks, vectors, sentence_vectors in staged.chunk_batches():
+            self.add_chunks(document_id, ordinal, chunks, vectors, sentence_vectors)
             ordinal += len(chunks)
         for image in staged.images:
             self._place(staged.folder / image.file_name, image.file_name)

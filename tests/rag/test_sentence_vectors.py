@@ -1,0 +1,105 @@
+"""Sentence vectors stored at ingest: answering ranks a passage's sentences with no model call but the question's,
+and a store made before them (or by another sentence splitter) still answers the same."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from ingest.pipeline import Ingestor
+from rag.components import Models
+from rag.grounding import split_sentences
+from rag.records import indexed_text
+from rag.retrieval import Passage
+from rag.sentence_vectors import matching
+from rag.store import CATALOG_FILE
+from rag.text_embedder import TextEmbedder
+
+NOTES = {
+    "harbour.md": "# Harbour\n\nThe lighthouse keeper logged 412 ships in the winter of 1911. He kept the lamp lit "
+                  "every night. Storms closed the harbour for nine days in January.\n",
+    "museum.md": "# Museum\n\nThe museum opens at nine in the morning. Guided tours of the engine room cost eight "
+                 "euros per person. Children under six enter free.\n",
+}
+QUESTION = "How many ships did the lighthouse keeper log?"
+
+
+class CountingEmbedder(TextEmbedder):
+    """The real MiniLM, counting the texts it embeds (instrumentation, not a stand-in)."""
+
+    def __init__(self, real: TextEmbedder) -> None:
+        self.__dict__.update(real.__dict__)
+        self.texts: list[str] = []
+
+    def embed(self, texts, batch_size=0, urgent=False, **options):
+        self.texts += list(texts)
+        return super().embed(texts, batch_size, urgent, **options)
+
+
+@pytest.fixture
+def counting(text_embedder) -> CountingEmbedder:
+    return CountingEmbedder(text_embedder)
+
+
+@pytest.fixture
+def kb(settings, counting, tmp_path):
+    for name, text in NOTES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    store = Models(settings, counting, None, "").open_store()
+    report = Ingestor(store, settings, counting).ingest([tmp_path / name for name in NOTES])
+    assert not report.failed
+    return store
+
+
+def test_ingest_stores_each_sentence_vector_as_the_model_embeds_the_sentence(kb, text_embedder):
+    chunks = kb.chunks([chunk_id for chunk_id, _, _ in kb.chunk_texts()])
+    stored = kb.sentence_vectors(list(chunks))
+    assert set(stored) == set(chunks)
+    for chunk_id, chunk in chunks.items():
+        sentences = split_sentences(chunk.text)
+        assert len(stored[chunk_id]) == len(sentences) >= 2
+        alone = text_embedder.embed(sentences)
+        assert np.all(np.sum(stored[chunk_id] * alone, axis=1) > 0.999)  # float16 storage keeps the cosine
+
+
+def test_an_answer_embeds_only_its_question(settings, counting, kb):
+    counting.texts.clear()
+    answer = Models(settings, counting, None, "").assistant(kb).ask(QUESTION, mode="extractive")
+    assert "412 ships" in answer.text
+    assert counting.texts == [QUESTION]  # once, for retrieval and the sentence ranking both
+
+
+def test_a_store_without_sentence_vectors_opens_and_answers_the_same(settings, counting, kb):
+    assistant = Models(settings, counting, None, "").assistant(kb)
+    before = assistant.ask(QUESTION, mode="extractive")
+    kb.close()
+    with sqlite3.connect(kb.folder / CATALOG_FILE) as conn:  # the catalog as an older Loupe wrote it
+        conn.execute("ALTER TABLE chunks DROP COLUMN sentence_vectors")
+    older = Models(settings, counting, None, "").open_store()
+    assert older.sentence_vectors([chunk_id for chunk_id, _, _ in older.chunk_texts()]) == {}
+    counting.texts.clear()
+    after = Models(settings, counting, None, "").assistant(older).ask(QUESTION, mode="extractive")
+    assert after.text == before.text
+    assert QUESTION in counting.texts and len(counting.texts) > 1  # its sentences were embedded on the fly
+
+
+def test_vectors_of_another_sentence_split_are_not_used():
+    sentences = ["One sentence.", "Another one."]
+    assert matching(np.zeros((2, 4)), sentences) is not None
+    assert matching(np.zeros((3, 4)), sentences) is None
+    assert matching(None, sentences) is None
+
+
+def test_a_hit_only_bm25_found_is_scored_with_its_stored_vector(settings, counting, kb, text_embedder):
+    retriever = Models(settings, counting, None, "").assistant(kb).retriever
+    vector = retriever.embed_query("winter storms")
+    chunks = kb.chunks([chunk_id for chunk_id, _, _ in kb.chunk_texts()])
+    bm25_only = [[Passage(chunk, 1.0, None) for chunk in chunks.values()]]  # as hybrid leaves them, before the fill
+    counting.texts.clear()
+    filled = retriever._fill_dense_scores(vector[None, :], bm25_only)
+    assert counting.texts == []  # no model call: the chunks' vectors are stored
+    for passage in filled[0]:
+        as_ingested = text_embedder.embed([indexed_text(passage.chunk.heading, passage.chunk.text)])[0]
+        assert passage.dense_score == pytest.approx(float(as_ingested @ vector), abs=1e-4)
