@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Generator as Generator_
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -25,7 +25,6 @@ from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from rag.records import ImageRecord
 from rag.repeats import RepeatGuard
 from rag.retrieval import Passage, Retriever, fuse
-from rag.sentence_vectors import matching
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 
@@ -71,6 +70,7 @@ class _Candidate:
     passage: int  # 1-based number of the passage it comes from
     text: str
     vector: np.ndarray | None
+    reading: tuple[int, int, int]  # sorts the candidates in reading order
 
 
 @dataclass
@@ -144,8 +144,12 @@ class Assistant:
         start = time.perf_counter()
         question_vector = self.retriever.embed_query(question)  # once: retrieval and the sentence ranking use it
         passages = self.retriever.search(question, k, vector=question_vector)
+        ranked: list[RankedSentence] = []
+        if _answerable(passages):
+            neighbours = self._neighbours(passages)
+            ranked = self._rank_sentences(question, question_vector, passages, neighbours)
+            passages, ranked = _with_used_neighbours(passages, neighbours, ranked)
         answer = Answer(question, "", mode, _sources(passages))
-        ranked = self._rank_sentences(question, question_vector, passages) if _answerable(passages) else []
         quoted = _best_sentences(ranked)
         answer.seconds["retrieve"] = time.perf_counter() - start
         start = time.perf_counter()
@@ -219,8 +223,19 @@ class Assistant:
             yield rest
         return guard
 
-    def _rank_sentences(self, question: str, question_vector: np.ndarray,
-                        passages: list[Passage]) -> list[RankedSentence]:
+    def _neighbours(self, passages: list[Passage]) -> list[Passage]:
+        """The chunks just before and after the best passage that retrieval did not return: in a long document
+        the answer often sits across a chunk boundary from the part that matched (docs/EVALUATION.md)."""
+        reach = self.settings.neighbour_chunks
+        if not reach:
+            return []
+        best = passages[0].chunk
+        returned = {p.chunk.id for p in passages}
+        around = self.retriever.kb.chunks_of_document(best.document_id, best.ordinal - reach, best.ordinal + reach)
+        return [Passage(chunk, 0.0) for chunk in around if chunk.id not in returned]
+
+    def _rank_sentences(self, question: str, question_vector: np.ndarray, passages: list[Passage],
+                        neighbours: list[Passage] = ()) -> list[RankedSentence]:
         """The passages' sentences, best first; empty when none is similar enough to the question.
 
         Sentences are ranked as retrieval used to rank chunks: the z-scores of their cosine similarity and of
@@ -228,7 +243,7 @@ class Assistant:
         weights (chunk retrieval now also weights BM25 by question coverage; not measured for sentences).
         Either one alone picks the wrong sentence of the right passage more often (docs/EVALUATION.md).
         """
-        candidates = self._candidate_sentences(passages)
+        candidates = self._candidate_sentences(passages, neighbours)
         if not candidates:
             return []
         sentences = [c.text for c in candidates]
@@ -241,19 +256,24 @@ class Assistant:
         return [RankedSentence(candidates[i].passage, candidates[i].text, i, score, float(cosines[i]))
                 for i, score in fused]
 
-    def _candidate_sentences(self, passages: list[Passage]) -> list[_Candidate]:
-        """The passages' sentences in reading order with their vectors: stored at ingest (rag.sentence_vectors), or
-        embedded now for chunks stored without them."""
-        stored = self.retriever.kb.sentence_vectors([p.chunk.id for p in passages])
+    def _candidate_sentences(self, passages: list[Passage], neighbours: list[Passage]) -> list[_Candidate]:
+        """The sentences of the passages, then of the best one's neighbours (numbered after the passages), in
+        reading order, with their vectors: stored at ingest (rag.sentence_vectors), or embedded now for chunks
+        stored without them."""
+        context = [*passages, *neighbours]
+        stored = self.retriever.kb.sentence_vectors([p.chunk.id for p in context])
         # A sentence seen before is skipped: chunks overlap, and documents repeat themselves, so the same sentence
-        # would otherwise be quoted twice.
+        # would otherwise be quoted twice. The passages come first, so an overlap is cited to the passage.
         seen: set[str] = set()
         candidates = []
-        for number, passage in enumerate(passages, start=1):
+        for number, passage in enumerate(context, start=1):
             sentences = split_sentences(passage.chunk.text)
-            vectors = matching(stored.get(passage.chunk.id), sentences)
-            candidates += [_Candidate(number, sentence, None if vectors is None else vectors[i])
+            vectors = stored.get(passage.chunk.id)
+            # the best passage reads among its neighbours, in document order; the other passages follow
+            group = (0, passage.chunk.ordinal) if number == 1 or number > len(passages) else (number, 0)
+            candidates += [_Candidate(number, sentence, None if vectors is None else vectors[i], (*group, i))
                            for i, sentence in enumerate(sentences) if _first_time(sentence, seen)]
+        candidates.sort(key=lambda c: c.reading)
         missing = [c for c in candidates if c.vector is None]
         if missing:
             embedded = self.retriever.text_embedder.embed([c.text for c in missing], self.settings.embed_batch_size,
@@ -311,6 +331,18 @@ def final_answer(events: Iterable[object]) -> Answer:
     if answer is None:
         raise RuntimeError("the answer stream ended without an Answer")
     return answer
+
+
+def _with_used_neighbours(passages: list[Passage], neighbours: list[Passage],
+                          ranked: list[RankedSentence]) -> tuple[list[Passage], list[RankedSentence]]:
+    """The passages, plus the neighbours that any of the best CONTEXT_SENTENCES sentences come from (each then a
+    source of its own, with its own page, numbered after the passages); the sentences of the other neighbours are
+    dropped, so every number cited names a source shown."""
+    used = sorted({r.passage for r in ranked[:CONTEXT_SENTENCES] if r.passage > len(passages)})
+    numbers = {n: n for n in range(1, len(passages) + 1)}
+    numbers.update({old: len(passages) + new for new, old in enumerate(used, start=1)})
+    kept = [replace(r, passage=numbers[r.passage]) for r in ranked if r.passage in numbers]
+    return passages + [neighbours[n - len(passages) - 1] for n in used], kept
 
 
 def _best_sentences(ranked: list[RankedSentence]) -> list[RankedSentence]:

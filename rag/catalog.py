@@ -17,6 +17,7 @@ import numpy as np
 
 from rag.errors import Busy, LoupeError
 from rag.records import ChunkRecord, DocumentInfo, ImageRecord, NewChunk, NewDocument
+from rag.sentence_vectors import pack, unpack
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +64,6 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_document ON images (document_id);
 CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
 """
-
-# Sentence vectors (rag.sentence_vectors) are kept as float16: ranking sentences needs cosines to about 1e-3, and a
-# chunk has several sentences, so float32 would make them most of the catalog.
-SENTENCE_DTYPE = np.float16
 
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, d.name, d.path, c.page, c.heading, c.text"
 _IMAGE_COLUMNS = "i.id, i.document_id, d.name, i.page, i.name, i.file, i.vector IS NOT NULL"
@@ -241,7 +238,7 @@ class Catalog:
         ids = []
         sentence_vectors = sentence_vectors if sentence_vectors is not None else [None] * len(chunks)
         for offset, (chunk, vector, sentences) in enumerate(zip(chunks, vectors, sentence_vectors, strict=True)):
-            sentences_blob = None if sentences is None else np.asarray(sentences, SENTENCE_DTYPE).tobytes()
+            sentences_blob = None if sentences is None else pack(chunk.text, sentences)
             cursor = self.conn.execute(
                 "INSERT INTO chunks (document_id, ordinal, page, heading, text, ocr, vector, sentence_vectors) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -257,11 +254,12 @@ class Catalog:
         return {row[0]: np.frombuffer(row[1], np.float32).reshape(dim) for row in rows}
 
     def sentence_vectors(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
-        """The stored sentence vectors of these chunks; chunks stored without them are left out."""
-        rows = self._by_ids("SELECT id, sentence_vectors FROM chunks WHERE sentence_vectors IS NOT NULL AND "
+        """The stored vectors of these chunks' sentences, one row per sentence of split_sentences(chunk text);
+        chunks stored without them, or with the sentences of another splitter, are left out."""
+        rows = self._by_ids("SELECT id, sentence_vectors, text FROM chunks WHERE sentence_vectors IS NOT NULL AND "
                             "id IN ({})", ids)
-        # float32 for the arithmetic: float16 products would round again
-        return {row[0]: np.frombuffer(row[1], SENTENCE_DTYPE).reshape(-1, dim).astype(np.float32) for row in rows}
+        unpacked = {chunk_id: unpack(blob, text, dim) for chunk_id, blob, text in rows}
+        return {chunk_id: vectors for chunk_id, vectors in unpacked.items() if vectors is not None}
 
     def _by_ids(self, query: str, ids: Iterable[int]) -> list[tuple]:
         ids = list(ids)

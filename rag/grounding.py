@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from rag import lexical_index
+from rag.sentences import split_sentences
 
 MIN_SUPPORT = 0.6
 # Of a clause's neighbouring content-word pairs found in the passage, the share that must share a sentence.
@@ -38,9 +39,6 @@ _WORD = re.compile(r"[^\W_]+(?:[.,'][^\W_]+)*", re.UNICODE)
 _NUMBER = re.compile(r"\d")
 _POSSESSIVE = re.compile(r"'s?$")
 _CITATION = re.compile(r"\s*\[(\d+)\]")
-# A sentence ends at . ! or ? before a space, with the citations that follow it ("... operator. [2] It ..."),
-# but not inside a number that a tokenised corpus spaced out ("46 . 8 ° F").
-_SENTENCE = re.compile(r"\S.*?(?:(?!(?<=\d )\. \d)[.!?]+(?:\s*\[\d+\])*(?=\s|$)|$)", re.DOTALL)
 # Words and clause breaks in reading order; a clause ends at punctuation or at a conjunction.
 _TOKEN = re.compile(r"(?P<word>[^\W_]+(?:[.,'][^\W_]+)*)|(?P<stop>[,;:()\[\]!?]|\.(?!\d))", re.UNICODE)
 # Tokenised corpora ("£ 1 . 3bn", "X . 25") write numbers with spaces; join them so "£1.3bn" matches.
@@ -82,10 +80,6 @@ class SentenceSupport:
 
 def content_words(text: str) -> list[str]:
     return [w for w in (m.group(0).lower() for m in _WORD.finditer(text)) if w not in STOPWORDS]
-
-
-def split_sentences(text: str) -> list[str]:
-    return [m.group(0).strip() for m in _SENTENCE.finditer(text.strip())]
 
 
 def _stems(words: list[str]) -> list[str]:

@@ -34,6 +34,9 @@ from rag.store import KnowledgeBase
 from rag.text_embedder import TextEmbedder
 
 CANDIDATES = 100  # chunks each method puts forward for fusion; their scores give the z-score scale
+# Two passages whose words overlap this much are one passage twice (a table of contents on every page, a file
+# uploaded under two names): the second would take one of the k slots to show the same text again.
+NEAR_DUPLICATE = 0.9
 COVERAGE_CANDIDATES = 10  # BM25's best chunks whose share of the question's words sets BM25's weight
 MODES = ("dense", "bm25", "hybrid")
 
@@ -75,8 +78,8 @@ class Retriever:
 
     def search_many(self, queries: Sequence[str], k: int, mode: str | None = None, batch_size: int = 0,
                     with_dense_scores: bool = True, vectors: np.ndarray | None = None) -> list[list[Passage]]:
-        """The best k passages for each query, best first; queries are embedded in batches, unless `vectors`
-        holds their vectors already.
+        """The best k passages for each query, best first, near-duplicates of a better one left out (distinct());
+        queries are embedded in batches, unless `vectors` holds their vectors already.
 
         with_dense_scores=False leaves dense_score None on hybrid hits only BM25 found, instead of looking up
         their vectors: ranking evaluations over thousands of queries need the order, not the cosine.
@@ -87,14 +90,15 @@ class Retriever:
         queries = list(queries)
         if not queries or k < 1:
             return [[] for _ in queries]
+        depth = 2 * k  # room for the near-duplicates distinct() drops
         if mode == "bm25":
-            return self._bm25(queries, k)
+            return [distinct(row, k) for row in self._bm25(queries, depth)]
         if vectors is None:
             vectors = self.text_embedder.embed(queries, batch_size, urgent=True)
         if mode == "dense":
-            return [[Passage(chunk, score, score) for chunk, score in self.kb.search_chunks(vector[None, :], k)]
-                    for vector in vectors]
-        results = self._hybrid(queries, vectors, k)
+            hits = [self.kb.search_chunks(vector[None, :], depth) for vector in vectors]
+            return [distinct([Passage(chunk, score, score) for chunk, score in row], k) for row in hits]
+        results = [distinct(row, k) for row in self._hybrid(queries, vectors, depth)]
         if with_dense_scores:
             results = self._fill_dense_scores(vectors, results)
         return results
@@ -144,6 +148,22 @@ class Retriever:
 
     def _images(self, vector: np.ndarray, k: int) -> list[ImageHit]:
         return [ImageHit(image, score) for image, score in self.kb.search_images(vector, k)]
+
+
+def distinct(passages: Sequence[Passage], k: int) -> list[Passage]:
+    """The first k passages that are not near-duplicates of a better one: word sets (lower case, split on
+    whitespace) with a Jaccard similarity of NEAR_DUPLICATE or more."""
+    kept: list[Passage] = []
+    kept_words: list[set[str]] = []
+    for passage in passages:
+        words = set(passage.chunk.text.lower().split())
+        if any(len(words & other) >= NEAR_DUPLICATE * len(words | other) for other in kept_words):
+            continue
+        kept.append(passage)
+        kept_words.append(words)
+        if len(kept) == k:
+            break
+    return kept
 
 
 def lexical_weights(queries: Sequence[str], lexical: Sequence[Sequence[tuple[int, float]]],

@@ -2,10 +2,12 @@
 
 Ranking the sentences of a question's passages was the largest share of a question's model time: about 300 ms of
 MiniLM a question on 2 cores, queued behind every other question's under load (docs/BENCHMARKS.md). Embedded at
-ingest, a question needs only its own vector. The catalog keeps them (as float16).
+ingest, a question needs only its own vector.
 
-The vectors of a chunk follow `split_sentences(chunk.text)` in order. A chunk stored by an older Loupe has none,
-and one whose count no longer matches the splitter's is treated the same: its sentences are embedded when asked.
+The catalog keeps a chunk's sentence vectors in one blob, with the length of each sentence they were made from:
+a later Loupe that splits sentences differently finds the lengths changed and embeds that chunk's sentences when
+asked, instead of pairing a sentence with another one's vector. A chunk stored before them has none, and is
+treated the same.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag.grounding import split_sentences
+from rag.sentences import split_sentences
 
 if TYPE_CHECKING:
     from rag.text_embedder import TextEmbedder
+
+# float16: ranking needs cosines to about 1e-3, and a chunk has several sentences, so float32 would make them
+# most of the catalog
+_DTYPE = np.dtype("<f2")
+_LENGTHS = np.dtype("<u4")
 
 
 def embed_chunk_sentences(embedder: TextEmbedder, texts: Sequence[str], batch_size: int = 0) -> list[np.ndarray]:
@@ -33,6 +40,20 @@ def embed_chunk_sentences(embedder: TextEmbedder, texts: Sequence[str], batch_si
     return matrices
 
 
-def matching(stored: np.ndarray | None, sentences: Sequence[str]) -> np.ndarray | None:
-    """The stored vectors when they are the vectors of these sentences (one per sentence), else None."""
-    return stored if stored is not None and len(stored) == len(sentences) else None
+def pack(text: str, vectors: np.ndarray) -> bytes:
+    """The blob for a chunk's text and its sentence vectors: count, each sentence's length, the vectors."""
+    lengths = [len(sentence) for sentence in split_sentences(text)]
+    if len(lengths) != len(vectors):
+        raise ValueError(f"{len(vectors)} sentence vectors for {len(lengths)} sentences")
+    return (np.array([len(lengths), *lengths], _LENGTHS).tobytes()
+            + np.ascontiguousarray(vectors, _DTYPE).tobytes())
+
+
+def unpack(blob: bytes, text: str, dim: int) -> np.ndarray | None:
+    """float32 vectors, one per sentence of `text`; None when they were made from other sentences."""
+    count = int(np.frombuffer(blob, _LENGTHS, 1)[0])
+    lengths = np.frombuffer(blob, _LENGTHS, count, offset=_LENGTHS.itemsize).tolist()
+    if lengths != [len(sentence) for sentence in split_sentences(text)]:
+        return None
+    start = _LENGTHS.itemsize * (count + 1)
+    return np.frombuffer(blob, _DTYPE, count * dim, offset=start).reshape(count, dim).astype(np.float32)

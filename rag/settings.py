@@ -72,6 +72,8 @@ class Settings:
     top_k: int = field(default=5, metadata=_env("LOUPE_TOP_K"))
     answer_mode: str = field(default="answer-first", metadata=_env("LOUPE_ANSWER_MODE"))
     retrieval_mode: str = field(default="hybrid", metadata=_env("LOUPE_RETRIEVAL_MODE"))
+    # Chunks on each side of the best passage whose sentences an answer may also use (0: none).
+    neighbour_chunks: int = field(default=1, metadata=_env("LOUPE_NEIGHBOUR_CHUNKS"))
     max_new_tokens: int = field(default=200, metadata=_env("LOUPE_MAX_NEW_TOKENS"))
     # One cap for every path a question takes (chat, Gradio API, REST, CLI).
     max_question_chars: int = field(default=2000, metadata=_env("LOUPE_MAX_QUESTION_CHARS"))
@@ -114,8 +116,9 @@ class Settings:
                      "generation_timeout_s"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{name} must be positive")
-        if self.max_waiting_questions < 0 or self.torch_threads < 0:
-            raise SettingsError("max_waiting_questions and torch_threads must be 0 or more")
+        for name in ("max_waiting_questions", "torch_threads", "neighbour_chunks"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{name} must be 0 or more")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError("log_level must be DEBUG, INFO, WARNING or ERROR")
         for origin in self.origins:

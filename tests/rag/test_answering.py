@@ -234,3 +234,32 @@ def test_answer_first_keeps_its_quote_when_the_model_is_busy(text_embedder, imag
     answer = tiny_assistant(filled, text_embedder, image_embedder, BusyModel("")).ask(
         "How many ships did the lighthouse keeper log?", mode="answer-first")
     assert "412 ships" in answer.text and "[1]" in answer.text and answer.grounded
+
+
+
+LONG_SECTION = (
+    "# Harbour app\n\nThe harbour app is deployed to a server by copying its release folder. Deploying the harbour "
+    "app to a server twice does no harm. A deployed harbour app keeps the old release folder on the server until the "
+    "new one works. Logs of each deploy to a server go to the deploy folder. After that, start it with harbour-serve "
+    "--port 8080, which listens on all addresses. Stop it with Ctrl-C.\n"
+)
+
+
+@pytest.mark.parametrize("reach", [0, 1])
+def test_the_chunk_after_the_best_one_joins_the_context_as_a_source_of_its_own(tmp_path, text_embedder, reach):
+    """The next step sits in the chunk after the one retrieval returns (k=1). With neighbours on, its sentences
+    compete for the context, and it becomes source [2] with its own text and page; without, it is never seen."""
+    (tmp_path / "deploy.md").write_text(LONG_SECTION, encoding="utf-8")
+    settings = make_settings(tmp_path / "kb", chunk_tokens=48, chunk_overlap=0, top_k=1, neighbour_chunks=reach)
+    models = Models(settings, text_embedder, None, "")
+    kb = models.open_store()
+    assert not Ingestor(kb, settings, text_embedder).ingest([tmp_path / "deploy.md"]).failed
+    chunks = kb.chunks_of_document(kb.documents()[0].id)
+    assert len(chunks) == 2 and "harbour-serve" in chunks[1].text  # the test needs the step in the second chunk
+    answer = models.assistant(kb).ask("What do I do after the harbour app is deployed to a server?",
+                                      mode="extractive")
+    assert answer.sources[0].chunk_id == chunks[0].id
+    if reach:
+        assert [(s.number, s.chunk_id) for s in answer.sources] == [(1, chunks[0].id), (2, chunks[1].id)]
+    else:
+        assert [s.chunk_id for s in answer.sources] == [chunks[0].id]

@@ -50,6 +50,12 @@ def test_cite_adds_the_supporting_passage_once():
     assert split_sentences("  One.  Two?\nThree!  ") == ["One.", "Two?", "Three!"]
 
 
+def test_a_title_an_abbreviation_or_an_initial_does_not_end_a_sentence():
+    text = "The choir sang at St. Paul's, e.g. on Sundays. J. S. Bach wrote the music. Dr. Smith led it."
+    assert split_sentences(text) == ["The choir sang at St. Paul's, e.g. on Sundays.", "J. S. Bach wrote the music.",
+                                     "Dr. Smith led it."]
+
+
 def test_cli_ask_shows_the_unsupported_flag(models, tmp_path, monkeypatch, capsys, tiny_clip_dir, tiny_generator_dir):
     """A random 2-layer LM says things no passage holds: the human output flags each such sentence."""
     (tmp_path / "harbour.txt").write_text(PASSAGES[1] + " " + PASSAGES[0])

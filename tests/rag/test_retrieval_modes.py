@@ -228,3 +228,19 @@ def test_fuse_weights_scale_each_list():
     assert [i for i, _ in fuse([dense, bm25], pool_size=3, weights=(1.0, 0.0))] == [1, 2, 3]  # BM25 left out
     with pytest.raises(ValueError, match="2 score lists"):
         fuse([dense, bm25], pool_size=3, weights=(1.0,))
+
+
+@pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
+def test_a_passage_seen_twice_takes_one_slot(text_embedder, tmp_path, mode):
+    """The same table of contents in two files (one with a stray word more) matches the question best twice; it
+    must fill one of the k slots, and the next-best different passage the other."""
+    contents = "Contents: installing the pump, starting the pump, stopping the pump, cleaning the pump filters."
+    retriever = build_retriever(text_embedder, tmp_path, {
+        "manual.txt": contents,
+        "manual-copy.txt": contents + " Index",
+        "filters.txt": "Clean the pump filters every month with warm water.",
+        "cat.txt": FILES["cat.txt"],
+    })
+    found = [p.chunk.file for p in retriever.search("pump contents", 2, mode=mode)]
+    assert len(found) == 2 and "filters.txt" in found
+    assert len({"manual.txt", "manual-copy.txt"} & set(found)) == 1

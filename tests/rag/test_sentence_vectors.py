@@ -13,7 +13,7 @@ from rag.components import Models
 from rag.grounding import split_sentences
 from rag.records import indexed_text
 from rag.retrieval import Passage
-from rag.sentence_vectors import matching
+from rag.sentence_vectors import pack, unpack
 from rag.store import CATALOG_FILE
 from rag.text_embedder import TextEmbedder
 
@@ -85,11 +85,16 @@ def test_a_store_without_sentence_vectors_opens_and_answers_the_same(settings, c
     assert QUESTION in counting.texts and len(counting.texts) > 1  # its sentences were embedded on the fly
 
 
-def test_vectors_of_another_sentence_split_are_not_used():
-    sentences = ["One sentence.", "Another one."]
-    assert matching(np.zeros((2, 4)), sentences) is not None
-    assert matching(np.zeros((3, 4)), sentences) is None
-    assert matching(None, sentences) is None
+def test_vectors_made_from_other_sentences_are_not_used():
+    """Vectors are kept with the lengths of the sentences they came from: a later splitter that cuts the same text
+    differently, even into as many sentences, gets None (and embeds them) instead of another sentence's vector."""
+    vectors = np.array([[0.6, 0.8], [1.0, 0.0]])
+    blob = pack("St. Paul. Then.", vectors)  # two sentences, as the splitter cuts it
+    assert np.allclose(unpack(blob, "St. Paul. Then.", 2), vectors, atol=1e-3)
+    assert unpack(blob, "Paul. Then now.", 2) is None  # two sentences as well, of other lengths
+    assert unpack(blob, "St. Paul then.", 2) is None
+    with pytest.raises(ValueError):
+        pack("One sentence.", vectors)
 
 
 def test_a_hit_only_bm25_found_is_scored_with_its_stored_vector(settings, counting, kb, text_embedder):

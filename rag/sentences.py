@@ -1,0 +1,20 @@
+"""Splitting text into sentences: for the grounding check, the answer's quotes and the stored sentence vectors.
+
+Its own module because the catalog stores vectors per sentence (rag.sentence_vectors) and must not depend on
+what the grounding check depends on.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A sentence ends at . ! or ? before a space, with the citations that follow it ("... operator. [2] It ..."),
+# but not inside a number that a tokenised corpus spaced out ("46 . 8 ° F"), nor after a title, a common
+# abbreviation or an initial ("St. Paul", "e.g. this", "J. S. Bach").
+_NOT_AN_END = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Prof", "Jr", "Sr", "vs",
+                                                 r"e\.g", r"i\.e", "cf", "Fig", "[A-Z]"))
+_SENTENCE = re.compile(rf"\S.*?(?:(?!(?<=\d )\. \d){_NOT_AN_END}[.!?]+(?:\s*\[\d+\])*(?=\s|$)|$)", re.DOTALL)
+
+
+def split_sentences(text: str) -> list[str]:
+    return [m.group(0).strip() for m in _SENTENCE.finditer(text.strip())]
