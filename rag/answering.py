@@ -224,8 +224,9 @@ class Assistant:
         return guard
 
     def _neighbours(self, passages: list[Passage]) -> list[Passage]:
-        """The chunks just before and after the best passage that retrieval did not return: in a long document
-        the answer often sits across a chunk boundary from the part that matched (docs/EVALUATION.md)."""
+        """The chunks just before and after the best passage that retrieval did not return, when
+        settings.neighbour_chunks asks for them: in a long document the answer may sit across a chunk boundary from
+        the part that matched. Their sentences compete with the passages' (docs/EVALUATION.md has the measure)."""
         reach = self.settings.neighbour_chunks
         if not reach:
             return []
@@ -235,7 +236,7 @@ class Assistant:
         return [Passage(chunk, 0.0) for chunk in around if chunk.id not in returned]
 
     def _rank_sentences(self, question: str, question_vector: np.ndarray, passages: list[Passage],
-                        neighbours: list[Passage] = ()) -> list[RankedSentence]:
+                        neighbours: list[Passage]) -> list[RankedSentence]:
         """The passages' sentences, best first; empty when none is similar enough to the question.
 
         Sentences are ranked as retrieval used to rank chunks: the z-scores of their cosine similarity and of

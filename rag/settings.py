@@ -72,8 +72,9 @@ class Settings:
     top_k: int = field(default=5, metadata=_env("LOUPE_TOP_K"))
     answer_mode: str = field(default="answer-first", metadata=_env("LOUPE_ANSWER_MODE"))
     retrieval_mode: str = field(default="hybrid", metadata=_env("LOUPE_RETRIEVAL_MODE"))
-    # Chunks on each side of the best passage whose sentences an answer may also use (0: none).
-    neighbour_chunks: int = field(default=1, metadata=_env("LOUPE_NEIGHBOUR_CHUNKS"))
+    # Chunks on each side of the best passage whose sentences an answer may also use (0: none). Off by default:
+    # on pallets-docs it lowered the gold answer in the answer from 42% to 36% (docs/EVALUATION.md).
+    neighbour_chunks: int = field(default=0, metadata=_env("LOUPE_NEIGHBOUR_CHUNKS"))
     max_new_tokens: int = field(default=200, metadata=_env("LOUPE_MAX_NEW_TOKENS"))
     # One cap for every path a question takes (chat, Gradio API, REST, CLI).
     max_question_chars: int = field(default=2000, metadata=_env("LOUPE_MAX_QUESTION_CHARS"))
