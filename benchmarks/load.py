@@ -36,9 +36,7 @@ import numpy as np  # noqa: E402
 
 from benchmarks.common import make_pdf  # noqa: E402
 from rag.components import Models, configure_hub  # noqa: E402
-from rag.devices import (
-    apply_torch_threads,  # noqa: E402
-    )
+from rag.devices import apply_torch_threads  # noqa: E402
 from rag.evaluation.beir import load_beir  # noqa: E402
 from rag.settings import PROJECT_ROOT, Settings  # noqa: E402
 
@@ -151,6 +149,9 @@ def main() -> None:
     parser.add_argument("--paragraphs", type=int, default=20)
     parser.add_argument("--torch-threads", type=int, default=0, help="0: torch's default")
     parser.add_argument("--phases", default="chat,http")
+    parser.add_argument("--sentence-vectors", default="stored",
+                        help="stored, none, or both (stored,none): 'none' clears the ones ingest stored, as in a "
+                             "knowledge base made before them, so sentences are embedded for each question")
     parser.add_argument("--request-timeout", type=float, default=600.0, help="bound on each request, seconds")
     args = parser.parse_args()
     configure_hub()
@@ -171,23 +172,37 @@ def main() -> None:
                 if not service.documents(None):
                     service.ingest(None, [(p.name, p) for p in sorted(docs.iterdir())])
                 service.ask(None, questions[0])  # warm-up, not measured: the first call loads the generator
-                for mode, users, kind in itertools.product(args.modes.split(","), _ints(args.users),
-                                                           args.phases.split(",")):
+                for vectors, mode, users, kind in itertools.product(
+                        args.sentence_vectors.split(","), args.modes.split(","), _ints(args.users),
+                        args.phases.split(",")):
+                    if vectors == "none":
+                        clear_sentence_vectors(settings.store)
                     # a new PDF each phase: the same bytes again would be recognised and skipped
                     pdf = make_pdf(Path(tmp) / f"upload-{len(rows)}.pdf", pages=3, seed=len(rows))
-                    row = {"batch": batch, "mode": mode,
+                    row = {"batch": batch, "mode": mode, "sentence_vectors": vectors,
                            **phase(kind, users, questions, url, service, pdf, args.request_timeout, mode)}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     print(f"\n{os.cpu_count()} cores, torch threads {args.torch_threads or 'default'}, {len(corpus)} paragraphs\n")
-    print("| answer mode | generation_batch | users | path | TTFT p50 s | TTFT p95 s | total p50 s | total p95 s | "
-          "max s | failed | upload s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| sentence vectors | answer mode | generation_batch | users | path | TTFT p50 s | TTFT p95 s | "
+          "total p50 s | total p95 s | max s | failed | upload s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         path = "LoupeService.chat (stream)" if r["phase"] == "chat" else "HTTP /api/ask"
-        print(f"| {r['mode']} | {r['batch']} | {r['users']} | {path} | {r['ttft_p50'] or '-'} | "
+        print(f"| {r['sentence_vectors']} | {r['mode']} | {r['batch']} | {r['users']} | {path} | "
+              f"{r['ttft_p50'] or '-'} | "
               f"{r['ttft_p95'] or '-'} | "
               f"{r['total_p50']} | {r['total_p95']} | {r['total_max']} | {r['failed']} | {r['upload_s']} |")
+
+
+def clear_sentence_vectors(store: Path) -> None:
+    """The baseline: a knowledge base as Loupe made it before sentence vectors were stored at ingest."""
+    import sqlite3
+
+    from rag.store import CATALOG_FILE
+
+    with contextlib.closing(sqlite3.connect(store / CATALOG_FILE)) as conn, conn:
+        conn.execute("UPDATE chunks SET sentence_vectors = NULL")
 
 
 def _ints(values: str) -> list[int]:
