@@ -4,6 +4,8 @@ can talk to a knowledge base.
     GET  /v1/models              the models: `loupe:<knowledge base>` for each knowledge base, and PLAIN_MODEL
     POST /v1/chat/completions    {"model", "messages", "stream", "max_tokens"} -> a chat completion, or with
                                  "stream": true Server-Sent Events `data: {chunk}` ending with `data: [DONE]`
+    POST /v1/embeddings          {"model", "input": str | [str], "encoding_format"} -> {"data": [{"embedding",
+                                 "index"}], "model", "usage"}: Loupe's text embedder, for other tools
 
 `loupe:<kb>` answers the last user message from that knowledge base as the chat does: the earlier messages
 rewrite a follow-up (rag.followups), then retrieval, the grounding check and [n] citations in the text. The
@@ -23,6 +25,7 @@ with the status of webapi's translator (a LoupeError's own; anything else a logg
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import logging
@@ -34,17 +37,19 @@ from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from app_service import LoupeService
 from rag.answering import Answer
 from rag.conversations import Turn
+from rag.embedder import check_texts
 from rag.errors import LoupeError, NotFound, TooLarge
 from rag.followups import Rewrite, rewrite
 from rag.settings import Settings
+from service import LoupeService
 from webapi import RestRoute, make_auth_check, user_message
 
 logger = logging.getLogger(__name__)
@@ -54,6 +59,12 @@ RAG_PREFIX = "loupe:"
 MAX_MESSAGES = 100
 MAX_MESSAGE_CHARS = 20_000  # an earlier answer may be long; the question itself has the tighter question cap
 Role = Literal["system", "developer", "user", "assistant"]
+# /v1/embeddings: the model name it answers to (besides the text model's own), and the bounds of a request. Each
+# input is cut at the model's window as it is embedded (as OpenAI-compatible servers such as text-embeddings-
+# inference and Ollama do by default); past MAX_EMBED_CHARS it is refused before any work.
+EMBED_MODEL = "loupe-embedder"
+MAX_EMBED_INPUTS = 512
+MAX_EMBED_CHARS = 20_000
 
 
 class ContentPart(BaseModel):
@@ -75,6 +86,14 @@ class ChatRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)  # the newer name of max_tokens
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")  # "user": accepted, unused
+    model: str
+    input: str | list[str]  # token arrays (lists of ints) are not accepted: the server tokenizes
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
 
 
 # --- errors in OpenAI's shape -----------------------------------------------------------------------
@@ -281,6 +300,34 @@ def _completion_id() -> str:
     return f"chatcmpl-{uuid.uuid4().hex}"
 
 
+# --- embeddings ----------------------------------------------------------------------------------------
+def embedding_inputs(request: EmbeddingsRequest, names: set[str]) -> list[str]:
+    """The texts to embed, checked before any model work: the model's name, their count and their length."""
+    if request.model not in names:
+        raise NotFound(f"no embedding model {request.model[:100]!r}: this server embeds with "
+                       f"{' or '.join(sorted(names))}")
+    texts = [request.input] if isinstance(request.input, str) else request.input
+    if not texts:
+        raise LoupeError("input is empty: send a text or a list of texts")
+    if len(texts) > MAX_EMBED_INPUTS:
+        raise TooLarge(f"input holds {len(texts):,} texts; the limit is {MAX_EMBED_INPUTS:,} a request")
+    for index, text in enumerate(texts):
+        if len(text) > MAX_EMBED_CHARS:
+            raise TooLarge(f"input[{index}] is {len(text):,} characters long; the limit is {MAX_EMBED_CHARS:,}")
+    check_texts(texts)
+    return texts
+
+
+def embeddings_response(model: str, vectors: np.ndarray, tokens: int, encoding: str) -> dict:
+    def encoded(vector: np.ndarray) -> list[float] | str:
+        # base64 of little-endian float32, what the `openai` client asks for by default and decodes
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode() if encoding == "base64" else vector.tolist()
+
+    return {"object": "list", "model": model,
+            "data": [{"object": "embedding", "index": i, "embedding": encoded(v)} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+
+
 # --- the router -----------------------------------------------------------------------------------------
 def add_openai_routes(app: FastAPI, service: LoupeService) -> None:
     settings = service.settings
@@ -303,5 +350,17 @@ def add_openai_routes(app: FastAPI, service: LoupeService) -> None:
         else:
             reply = rag_reply(service, kb, messages)
         return event_stream(request.model, reply) if request.stream else completion(request.model, reply)
+
+    @router.post("/embeddings")
+    def embeddings(request: EmbeddingsRequest) -> dict:
+        embedder = service.models.text_embedder
+        texts = embedding_inputs(request, {EMBED_MODEL, embedder.model_id.name, settings.text_model})
+        if request.dimensions not in (None, embedder.dim):
+            raise LoupeError(f"dimensions: this model gives {embedder.dim}-dimensional vectors, not "
+                             f"{request.dimensions}")
+        # Not urgent: another tool's batch waits behind the questions asked in Loupe itself.
+        vectors = embedder.embed(texts, settings.embed_batch_size)
+        tokens = sum(min(n, embedder.max_tokens) for n in embedder.count_tokens_batch(texts))
+        return embeddings_response(request.model, vectors, tokens, request.encoding_format)
 
     app.include_router(router)

@@ -49,9 +49,9 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app_service import LoupeService, over_upload_limit, safe_upload_name
 from rag.errors import Forbidden, LoupeError, TooLarge
 from rag.settings import Settings
+from service import LoupeService, over_upload_limit, safe_upload_name
 
 logger = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from ingest.parse_worker import read_file_bounded
 from ingest.parsed import IngestError, PageImage, ParsedFile, ReadLimits, TextBlock
 from ingest.paths import expand_paths
 from ingest.readers import SUPPORTED_SUFFIXES, open_regular_file
+from rag.embedder import Embedder
 from rag.errors import LoupeError
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import LexicalIndex
@@ -36,14 +37,14 @@ from rag.records import DocumentInfo, ImageRecord, NewChunk, NewDocument, indexe
 from rag.sentence_vectors import embed_chunk_sentences
 from rag.settings import Settings
 from rag.store import DuplicateDocument, KnowledgeBase, StagedDocument
-from rag.text_embedder import TextEmbedder
+from rag.wording import counted
 
 logger = logging.getLogger(__name__)
 
 STAGES = ("parse", "ocr", "embed", "embed sentences", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
 
-# (file name, stage, done, total); stages: parse, embed, done, and duplicate or failed as soon as known
+# (file name, stage, done, total); stages: parse, embed, index, done, and duplicate or failed as soon as known
 ProgressCallback = Callable[[str, str, int, int], None]
 
 
@@ -85,8 +86,8 @@ class IngestReport:
         totals = self.totals()
         stages = ", ".join(f"{stage} {self.seconds.get(stage, 0.0):.1f}s" for stage in STAGES)
         parts = [f"{counts[s]} {s}" for s in ("added", "replaced", "duplicate", "failed") if counts[s]]
-        line = (f"{', '.join(parts) or 'nothing to do'}; {totals['pages']} pages, {totals['chunks']} chunks, "
-                f"{totals['images']} images. Time: {stages}.")
+        line = (f"{', '.join(parts) or 'nothing to do'}; {counted(totals['pages'], 'page')}, "
+                f"{counted(totals['chunks'], 'chunk')}, {counted(totals['images'], 'image')}. Time: {stages}.")
         if self.images_waiting:
             line += f" {self.images_waiting} images wait for CLIP weights to be embedded."
         return line
@@ -107,7 +108,7 @@ class _Prepared:
 
 
 class Ingestor:
-    def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: TextEmbedder,
+    def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: Embedder,
                  image_embedder: ImageEmbedder | None = None, ocr: bool = False) -> None:
         self.kb = kb
         self.settings = settings
@@ -242,13 +243,15 @@ class Ingestor:
                 staged.add_chunks(chunks, vectors, sentence_vectors)
                 self._stage_images(staged, images, seconds)
                 pages.update(len(chunks))
-                notify(name, "embed", staged.chunk_count, 0)
+                # the total is known when the whole file fitted in one batch
+                notify(name, "embed", staged.chunk_count, staged.chunk_count if prepared.complete else 0)
             pages.close()
             if staged.empty:
                 raise IngestError(prepared.path, "no text or images found" + _ocr_hint(parsed, self.ocr))
             document = NewDocument(str(prepared.path), name, parsed.kind, prepared.sha, prepared.size,
                                    parsed.page_count)
             start = time.perf_counter()
+            notify(name, "index", staged.chunk_count, staged.chunk_count)
             try:
                 document_id, replaced = self.kb.commit(document, staged)
             except DuplicateDocument as duplicate:  # the same bytes arrived from another process meanwhile
@@ -257,8 +260,8 @@ class Ingestor:
             seconds["index"] += time.perf_counter() - start
         notify(name, "done", parsed.page_count, parsed.page_count)
         status, verb = ("replaced", "replaced its earlier version") if replaced else ("added", "added")
-        message = (f"{name}: {verb}: {parsed.page_count} pages, {staged.chunk_count} chunks, "
-                   f"{len(staged.images)} images")
+        message = (f"{name}: {verb}: {counted(parsed.page_count, 'page')}, {counted(staged.chunk_count, 'chunk')}, "
+                   f"{counted(len(staged.images), 'image')}")
         if parsed.warnings:
             more = " …" if len(parsed.warnings) > 1 else ""
             message += f" ({len(parsed.warnings)} warnings: {parsed.warnings[0]}{more})"
@@ -313,8 +316,7 @@ class Ingestor:
             staged.add_image(image.page, image.name or f"page {image.page}", image.data, vector)
 
     def _count_tokens(self, texts: list[str]) -> list[int]:
-        encoded = self.text_embedder.tokenizer(texts, add_special_tokens=False)["input_ids"]
-        return [len(ids) for ids in encoded]
+        return self.text_embedder.count_tokens_batch(texts)
 
     def embed_waiting_images(self, seconds: dict[str, float] | None = None) -> int:
         """Embed the images stored while CLIP weights were missing; returns how many were embedded."""

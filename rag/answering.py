@@ -95,6 +95,13 @@ class AnswerImage:
     name: str
 
 
+@dataclass(frozen=True)
+class Retrieved:
+    """The answer's sources, sent as soon as retrieval has decided there is an answer: shown before its text."""
+
+    sources: list[Source]
+
+
 @dataclass
 class Answer:
     question: str
@@ -132,8 +139,10 @@ class Assistant:
     def ask(self, question: str, k: int | None = None, mode: str | None = None) -> Answer:
         return final_answer(self.stream(question, k, mode))
 
-    def stream(self, question: str, k: int | None = None, mode: str | None = None) -> Iterator[str | Answer]:
-        """Yield pieces of answer text as they come, then the finished Answer.
+    def stream(self, question: str, k: int | None = None,
+               mode: str | None = None) -> Iterator[Retrieved | str | Answer]:
+        """Yield the sources once retrieval is done (Retrieved, only when there is an answer), pieces of answer text
+        as they come, then the finished Answer.
 
         Whether the documents answer the question is decided before the first word, from the passages and their
         best sentences, so an answer never turns into a refusal at the end: what is shown stays shown.
@@ -152,6 +161,8 @@ class Assistant:
         answer = Answer(question, "", mode, _sources(passages))
         quoted = _best_sentences(ranked)
         answer.seconds["retrieve"] = time.perf_counter() - start
+        if quoted:
+            yield Retrieved(list(answer.sources))
         start = time.perf_counter()
         if not quoted:
             answer.text, answer.grounded, answer.sources = NOT_IN_DOCUMENTS, False, []

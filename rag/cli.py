@@ -1,4 +1,4 @@
-"""The command line: `python -m rag ingest|ask|search|list|delete|embed-images`.
+"""The command line: `python -m rag ingest|ask|search|list|delete|embed-images|export-onnx|eval|finetune`.
 
 This module is an entry point, like app.py: it builds Settings once and wires rag and ingest together,
 so it is the one module in `rag` that imports `ingest`.
@@ -15,8 +15,10 @@ from pathlib import Path
 
 from rag.errors import LoupeError
 from rag.logs import configure_logging
+from rag.records import place
 from rag.settings import (
     ANSWER_MODES,
+    EMBEDDERS,
     GENERATOR_BACKENDS,
     MODE_DESCRIPTIONS,
     RETRIEVAL_MODES,
@@ -38,12 +40,27 @@ def add_generator_flags(add: Callable[..., object]) -> None:
         help="the server's URL, e.g. http://127.0.0.1:11434/v1 (env LOUPE_GENERATOR_BASE_URL)")
 
 
+def add_embedder_flags(add: Callable[..., object]) -> None:
+    """The text embedder's flags, shared by the CLI and the app. The API key comes from the environment only."""
+    add("--embedder", dest="embedder", choices=EMBEDDERS,
+        help="sbert (sentence-transformers, default), onnx / onnx-int8 (the text model exported to ONNX, fp32 or "
+             "int8, on the CPU) or openai (an OpenAI-compatible embeddings server; its key from env "
+             "LOUPE_OPENAI_API_KEY or OPENAI_API_KEY) (env LOUPE_EMBEDDER)")
+    add("--openai-base-url", dest="openai_base_url",
+        help="the embeddings server's URL, e.g. http://127.0.0.1:11434/v1 (env LOUPE_OPENAI_BASE_URL)")
+    add("--openai-model", dest="openai_model",
+        help="the embeddings server's model name (default text-embedding-3-small; env LOUPE_OPENAI_MODEL)")
+    add("--embed-dims", dest="embed_dims", type=int,
+        help="dimensions to keep by PCA, 0 = all (not implemented yet; env LOUPE_EMBED_DIMS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", type=Path, help="knowledge-base folder (env LOUPE_STORE)")
     common.add_argument("--json", action="store_true", help="print JSON")
     common.add_argument("--device", choices=("auto", "cpu", "cuda"), help="env LOUPE_DEVICE")
     common.add_argument("--text-model", dest="text_model", help="Sentence-BERT model (env LOUPE_TEXT_MODEL)")
+    add_embedder_flags(common.add_argument)
     common.add_argument("--clip-model", dest="clip_model", help="open_clip architecture (env LOUPE_CLIP_MODEL)")
     common.add_argument("--clip-pretrained", dest="clip_pretrained",
                         help="open_clip weights tag or file (env LOUPE_CLIP_PRETRAINED)")
@@ -77,9 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     delete = commands.add_parser("delete", parents=[common], help="delete a document by id, path or name")
     delete.add_argument("document")
     commands.add_parser("embed-images", parents=[common], help="embed images stored without CLIP weights")
+    commands.add_parser("export-onnx", parents=[common],
+                        help="export the text model to ONNX (fp32 and int8) for --embedder onnx / onnx-int8, "
+                             "once, into the cache folder")
     from rag.evaluation.command import add_eval_parser
 
     add_eval_parser(commands, common)
+    from rag.finetune import add_finetune_parser
+
+    add_finetune_parser(commands, common)
     return parser
 
 
@@ -156,7 +179,9 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
     for source in answer.sources:
         mark = "*" if source.cited else " "
         snippet = source.text[:160].replace("\n", " ")
-        print(f"{mark}[{source.number}] {source.file}, page {source.page} (score {source.score:.3f}): {snippet}")
+        where = place(source.file, source.page, source.heading)
+        print(f"{mark}[{source.number}] {source.file}{', ' + where if where else ''} (score {source.score:.3f}): "
+              f"{snippet}")
     for image in answer.images:
         print(f"  image: {image.file}, page {image.page} (score {image.score:.3f}) {image.path}")
     seconds = ", ".join(f"{k} {v:.2f}s" for k, v in answer.seconds.items())
@@ -222,9 +247,10 @@ def cmd_embed_images(args: argparse.Namespace, settings: Settings) -> int:
 
 def _open_without_models(settings: Settings):
     """The configured store, opened to list or delete: no model is loaded (about 1 s instead of 10)."""
+    from rag.embedder import recorded_model_name
     from rag.store import KnowledgeBase
 
-    return KnowledgeBase.open_existing(settings.store, settings.text_model, use_gpu=settings.device != "cpu")
+    return KnowledgeBase.open_existing(settings.store, recorded_model_name(settings), use_gpu=settings.device != "cpu")
 
 
 def _existing_store(models, settings: Settings):
@@ -234,11 +260,27 @@ def _existing_store(models, settings: Settings):
     return models.open_store()
 
 
+def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.onnx_embedder import export_onnx
+
+    folder = export_onnx(settings.text_model, settings.cache_dir)
+    print(json.dumps({"model": settings.text_model, "folder": str(folder)}) if args.json
+          else f"{settings.text_model}: ONNX export ready in {folder}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from rag.evaluation.command import run_eval
 
     return run_eval(args, settings)
 
 
+def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.finetune import run_finetune
+
+    return run_finetune(args, settings)
+
+
 COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
-            "embed-images": cmd_embed_images, "eval": cmd_eval}
+            "embed-images": cmd_embed_images, "export-onnx": cmd_export_onnx, "eval": cmd_eval,
+            "finetune": cmd_finetune}

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rag.answering import Assistant
-from rag.devices import apply_torch_threads, torch_device
+from rag.devices import ComputeGate, apply_torch_threads, torch_device
+from rag.embedder import Embedder, build_embedder
 from rag.generator import Generator, build_generator
 from rag.image_embedder import ImageEmbedder, load_image_embedder
 from rag.retrieval import Retriever
 from rag.settings import Settings
 from rag.store import KnowledgeBase
-from rag.text_embedder import TextEmbedder
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class Models:
     """The models every knowledge base of a process shares."""
 
     settings: Settings
-    text_embedder: TextEmbedder
+    text_embedder: Embedder
     image_embedder: ImageEmbedder | None
     clip_status: str  # empty when CLIP is on; else the one line that says why image search by text is off
     _generator: Generator | None = field(default=None, repr=False)
@@ -53,7 +53,7 @@ class Models:
     def load(cls, settings: Settings, with_images: bool = True) -> Models:
         device = torch_device(settings.device)
         apply_torch_threads(settings.torch_threads)  # once, before any model runs
-        text = TextEmbedder(settings.text_model, device)
+        text = build_embedder(settings, device)
         max_pixels = int(settings.max_image_megapixels * 1_000_000)
         image, status = (load_image_embedder(settings.clip_model, settings.clip_pretrained, device, max_pixels)
                          if with_images else (None, "Image search by text is off: CLIP not loaded."))
@@ -63,7 +63,7 @@ class Models:
         with self._generator_lock:
             if self._generator is None:
                 self._generator = build_generator(self.settings, torch_device(self.settings.device),
-                                                  self.text_embedder.gate)
+                                                  self.text_embedder.gate or ComputeGate())
             return self._generator
 
     def open_store(self, folder: Path | None = None) -> KnowledgeBase:

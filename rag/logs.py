@@ -33,5 +33,5 @@ def configure_logging(level: str = "INFO") -> None:
         handler._loupe = True  # type: ignore[attr-defined]  # configure twice, log once
         root.addHandler(handler)
     root.setLevel(logging.WARNING)  # libraries: warnings and worse
-    for name in ("rag", "ingest", "app", "app_service", "webapi", "ui", "benchmarks"):
+    for name in ("rag", "ingest", "app", "service", "ui", "webapi", "openai_api", "benchmarks"):
         logging.getLogger(name).setLevel(level.upper())

@@ -48,6 +48,18 @@ class NewChunk:
     ocr: bool = False
 
 
+# Documents whose pages are real. A web page, a Markdown or a text file is one long page: "p. 1" tells nothing.
+PAGED_SUFFIXES = (".pdf", ".docx")
+
+
+def place(file: str, page: int, heading: str | None) -> str:
+    """Where a passage sits in its document, for a citation: the page (and section) of a PDF or DOCX; the section
+    heading of a web page, Markdown or text file; empty when such a file has no heading."""
+    if file.lower().endswith(PAGED_SUFFIXES):
+        return f"p. {page}" + (f" · {heading}" if heading else "")
+    return f"§ {heading}" if heading else ""
+
+
 def indexed_text(heading: str | None, text: str) -> str:
     """What the text embedder and BM25 see of a chunk: its heading helps both find it."""
     return f"{heading}\n{text}" if heading else text

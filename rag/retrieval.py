@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rag.embedder import Embedder
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import LexicalIndex, tokenize
 from rag.records import ChunkRecord, ImageRecord, indexed_text
 from rag.store import KnowledgeBase
-from rag.text_embedder import TextEmbedder
 
 CANDIDATES = 100  # chunks each method puts forward for fusion; their scores give the z-score scale
 # Two passages whose words overlap this much are one passage twice (a table of contents on every page, a file
@@ -55,7 +55,7 @@ class ImageHit:
 
 
 class Retriever:
-    def __init__(self, kb: KnowledgeBase, text_embedder: TextEmbedder, image_embedder: ImageEmbedder | None = None,
+    def __init__(self, kb: KnowledgeBase, text_embedder: Embedder, image_embedder: ImageEmbedder | None = None,
                  mode: str = "dense") -> None:
         if mode not in MODES:
             raise ValueError(f"retrieval mode must be one of {MODES}, not {mode!r}")
@@ -70,7 +70,7 @@ class Retriever:
 
     def embed_query(self, query: str) -> np.ndarray:
         """The query's vector, for callers that use it again after searching (answering ranks sentences)."""
-        return self.text_embedder.embed([query], urgent=True)[0]
+        return self.text_embedder.embed([query], urgent=True, query=True)[0]
 
     def search(self, query: str, k: int, mode: str | None = None, vector: np.ndarray | None = None) -> list[Passage]:
         """The best k passages; `vector` is the query's own (embed_query), when the caller has it already."""
@@ -94,7 +94,7 @@ class Retriever:
         if mode == "bm25":
             return [distinct(row, k) for row in self._bm25(queries, depth)]
         if vectors is None:
-            vectors = self.text_embedder.embed(queries, batch_size, urgent=True)
+            vectors = self.text_embedder.embed(queries, batch_size, urgent=True, query=True)
         if mode == "dense":
             hits = [self.kb.search_chunks(vector[None, :], depth) for vector in vectors]
             return [distinct([Passage(chunk, score, score) for chunk, score in row], k) for row in hits]

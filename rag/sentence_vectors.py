@@ -20,7 +20,7 @@ import numpy as np
 from rag.sentences import split_sentences
 
 if TYPE_CHECKING:
-    from rag.text_embedder import TextEmbedder
+    from rag.embedder import Embedder
 
 # float16: ranking needs cosines to about 1e-3, and a chunk has several sentences, so float32 would make them
 # most of the catalog
@@ -28,7 +28,7 @@ _DTYPE = np.dtype("<f2")
 _LENGTHS = np.dtype("<u4")
 
 
-def embed_chunk_sentences(embedder: TextEmbedder, texts: Sequence[str], batch_size: int = 0) -> list[np.ndarray]:
+def embed_chunk_sentences(embedder: Embedder, texts: Sequence[str], batch_size: int = 0) -> list[np.ndarray]:
     """One (sentences x dim) matrix per chunk text, from one embedding call for all of them."""
     per_chunk = [split_sentences(text) for text in texts]
     flat = [sentence for sentences in per_chunk for sentence in sentences]

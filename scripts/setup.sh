@@ -21,9 +21,11 @@ if [ ! -e "$stamp" ]; then
   touch "$stamp"
 fi
 # Convert the packaged SmolLM2 GGUF into a plain checkpoint once (~20 s), so the first answer doesn't wait.
-HF_HUB_OFFLINE=1 .venv/bin/python -c "from rag.generator import DEFAULT_GENERATOR, resolve_generator
+HF_HUB_OFFLINE=1 .venv/bin/python -c "from rag.local_generator import DEFAULT_GENERATOR, resolve_generator
 from rag.settings import Settings
 resolve_generator(DEFAULT_GENERATOR, Settings.load().cache_dir)" >/dev/null 2>&1 || echo "note: SmolLM2 not converted yet; the first answer will do it" >&2
+# Export the text embedder to ONNX (fp32 and int8) once, for --embedder onnx / onnx-int8 (a few seconds).
+HF_HUB_OFFLINE=1 .venv/bin/python -m rag export-onnx >/dev/null 2>&1 || echo "note: ONNX export not done yet; --embedder onnx does it on first use" >&2
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
   # Playwright's own browser download can't work offline; Debian's Chromium can.
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

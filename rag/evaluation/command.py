@@ -1,4 +1,5 @@
-"""`python -m rag eval --beir DIR`: retrieval metrics (and, with --answers, answer metrics) on a BEIR folder."""
+"""`python -m rag eval --beir DIR`: retrieval metrics (and, with --answers, answer metrics) on a BEIR folder;
+`python -m rag eval --intrinsic`: the text embedder on the word sets gensim ships (rag.evaluation.intrinsic)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ def add_eval_parser(commands: argparse._SubParsersAction, common: argparse.Argum
     from rag.cli import add_generator_flags  # the CLI builds this parser, so rag.cli is loaded already
 
     parser = commands.add_parser(
-        "eval", parents=[common], help="evaluate retrieval and answers on a BEIR folder",
-        description="Ingest the corpus of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) through "
-                    "the normal ingest pipeline, rank every judged query, and report nDCG@k, Recall@1/5/10/100, "
-                    "MRR@k and the time per query. The ingested store is cached under <cache dir>/eval.")
-    parser.add_argument("--beir", required=True, type=Path, help="the BEIR folder")
+        "eval", parents=[common], help="evaluate retrieval and answers on a BEIR folder, or the embedder alone",
+        description="--beir: ingest the corpus of a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) "
+                    "through the normal ingest pipeline, rank every judged query, and report nDCG@k, "
+                    "Recall@1/5/10/100, MRR@k, the time per query and the ingest's chunks per second. The ingested "
+                    "store is cached under <cache dir>/eval. --intrinsic: Spearman correlation of the text "
+                    "embedder's cosines with WordSim-353 and SimLex-999, and accuracy on the Google analogies.")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--beir", type=Path, help="the BEIR folder")
+    target.add_argument("--intrinsic", action="store_true", help="evaluate the text embedder on gensim's word sets")
     parser.add_argument("--mode", dest="retrieval_mode", choices=RETRIEVAL_MODES,
                         help="retrieval mode (default: the retrieval_mode setting, hybrid)")
     parser.add_argument("-k", dest="cutoff", type=int, default=10, help="cutoff of nDCG@k and MRR@k (default 10)")
@@ -46,6 +51,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from rag.evaluation.harness import evaluate_answers, evaluate_retrieval, prepare_store, sample_questions
     from rag.evaluation.harness import stderr_log as log
 
+    if args.intrinsic:
+        return run_intrinsic(args, settings)
     if args.cutoff < 1 or args.limit < 1:
         print("error: -k and --limit must be at least 1", file=sys.stderr)
         return 2
@@ -59,7 +66,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     interactive = sys.stderr.isatty()
     models = Models.load(settings, with_images=False)
-    store = prepare_store(beir, settings, models.open_store,
+    store = prepare_store(beir, _store_settings(settings), models.open_store,
                           lambda kb: Ingestor(kb, settings, models.text_embedder),
                           rebuild=args.rebuild, log=log, show_progress=interactive)
     try:
@@ -73,7 +80,9 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
                                          batch_size=settings.embed_batch_size, progress=_progress(interactive))
         result |= {"store": {"folder": str(store.folder), "cached": store.cached, "seconds": round(store.seconds, 1),
                              "failed_documents": len(store.failed)},
-                   "skipped_queries": beir.skipped_queries}
+                   "skipped_queries": beir.skipped_queries,
+                   "embedder": settings.embedder, "text_model": models.text_embedder.model_id.name,
+                   "ingest": ingest_figures(store)}
         if args.answers:
             sample = sample_questions(beir, args.limit, args.seed)
             answer_mode = settings.answer_mode
@@ -93,11 +102,55 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def run_intrinsic(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.components import Models
+    from rag.evaluation.intrinsic import evaluate_intrinsic
+
+    embedder = Models.load(settings, with_images=False).text_embedder
+    result = {"embedder": settings.embedder} | evaluate_intrinsic(embedder, batch_size=settings.embed_batch_size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{result['model']} ({result['embedder']}): WordSim-353 Spearman {result['wordsim353']:.4f}, "
+              f"SimLex-999 Spearman {result['simlex999']:.4f}, Google analogies {100 * result['analogies']:.1f}% "
+              f"({result['analogy_questions']:,} questions over {result['words_embedded']:,} words)")
+    return 0
+
+
+def _store_settings(settings: Settings) -> Settings:
+    """The settings that key the cached store. rag.evaluation.harness.store_folder keys it by the text model, not
+    the backend, so each non-default embedder caches its stores in a folder of its own: int8 vectors must not
+    be read as fp32 ones (the store would refuse them anyway)."""
+    if settings.embedder == "sbert":
+        return settings
+    return settings.with_(cache_dir=Path(settings.cache_dir) / "eval-embedders" / settings.embedder)
+
+
+INGEST_FILE = "ingest.json"  # beside the cached store: the figures of the run that built it
+
+
+def ingest_figures(store) -> dict:
+    """Ingest time and chunks per second of the run that built the store, kept for the runs that reuse it (None
+    for a store cached before they were recorded)."""
+    saved = store.folder / INGEST_FILE
+    if store.cached and saved.is_file():
+        return json.loads(saved.read_text())
+    chunks = sum(d.chunks for d in store.kb.documents())
+    if store.cached:
+        return {"chunks": chunks, "seconds": None, "chunks_per_second": None}
+    figures = {"chunks": chunks, "seconds": round(store.seconds, 1),
+               "chunks_per_second": round(chunks / max(store.seconds, 1e-9), 1)}
+    saved.write_text(json.dumps(figures))
+    return figures
+
+
 def format_result(result: dict, k: int) -> str:
     store = result["store"]
     origin = "cached store" if store["cached"] else f"ingested in {store['seconds']:.0f}s"
+    ingest = result["ingest"]
+    speed = f", built at {ingest['chunks_per_second']:.1f} chunks/s" if ingest["chunks_per_second"] else ""
     lines = [f"{result['dataset']} ({result['split']}): {result['documents']:,} documents, {result['queries']:,} "
-             f"queries; {origin} ({store['folder']})"]
+             f"queries; {origin} ({store['folder']}); {result['text_model']} ({result['embedder']}){speed}"]
     if f"ndcg@{k}" in result:
         lines.append(f"{result['mode']:>7}: nDCG@{k} {result[f'ndcg@{k}']:.4f}  "
                      + "  ".join(f"R@{n} {result[f'recall@{n}']:.4f}" for n in (1, 5, 10, 100))

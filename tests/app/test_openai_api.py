@@ -1,4 +1,5 @@
-"""Loupe as an OpenAI-compatible chat server (/v1), driven by the real `openai` client and by raw HTTP.
+"""Loupe as an OpenAI-compatible chat and embeddings server (/v1), driven by the real `openai` client, by raw
+HTTP, and by Loupe's own HTTP embedder backend (rag.openai_embedder) as another Loupe would use it.
 
 The app runs in-process with the real MiniLM and the tiny random generator; its answers are extractive, so
 that the text, its [n] citations and its sources can be asserted (the tiny generator's words mean nothing).
@@ -11,10 +12,13 @@ import base64
 import json
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
-from openai_api import PLAIN_MODEL, closing_text
+from openai_api import EMBED_MODEL, MAX_EMBED_CHARS, MAX_EMBED_INPUTS, PLAIN_MODEL, closing_text
+from rag.errors import ModelServerError
+from rag.openai_embedder import OpenAIEmbedder
 
 SOURCE_KEYS = {"file", "page", "text", "score", "number", "cited"}
 VAULT = "At what temperature is the seed vault kept?"
@@ -231,3 +235,68 @@ def test_v1_wants_the_same_credentials_as_the_api(guarded):
         openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="wrong", max_retries=0).models.list()
     keyed = openai.OpenAI(base_url=f"{guarded.url}/v1", api_key="ann:s3cret", max_retries=0)
     assert PLAIN_MODEL in [m.id for m in keyed.models.list()]  # the --auth pair as the API key
+
+
+# --- /v1/embeddings ---------------------------------------------------------------------------------------
+EMBED_TEXTS = ["The seed vault is kept at minus eighteen degrees.", "Supply flights land every second Tuesday.",
+               "lighthouse"]
+
+
+def cosines(vectors, reference) -> np.ndarray:
+    vectors = np.asarray(vectors, np.float32)
+    return (vectors * reference).sum(axis=1) / np.linalg.norm(vectors, axis=1)
+
+
+def test_the_openai_client_gets_the_local_models_vectors(client, text_embedder):
+    """The client's default asks for base64 (it decodes it with numpy); float is what most other clients ask."""
+    reference = text_embedder.model.encode(EMBED_TEXTS, normalize_embeddings=True)
+    for encoding in ({}, {"encoding_format": "float"}):
+        reply = client.embeddings.create(model=EMBED_MODEL, input=EMBED_TEXTS, **encoding)
+        assert [d.index for d in reply.data] == [0, 1, 2] and reply.model == EMBED_MODEL
+        assert cosines([d.embedding for d in reply.data], reference).min() >= 0.999
+        assert reply.usage.prompt_tokens == reply.usage.total_tokens == sum(
+            text_embedder.count_tokens_batch(EMBED_TEXTS))
+    one = client.embeddings.create(model="all-MiniLM-L6-v2", input="lighthouse")  # the model's own name
+    assert len(one.data) == 1 and cosines([one.data[0].embedding], reference[2:]).min() >= 0.999
+
+
+def test_loupes_http_embedder_against_a_running_loupe_equals_the_local_model(live, text_embedder):
+    remote = OpenAIEmbedder(f"{live.url}/v1", EMBED_MODEL, max_retries=0)
+    assert remote.model_id.dim == text_embedder.dim
+    vectors = remote.embed(EMBED_TEXTS * 30, batch_size=16)  # several requests
+    assert vectors.shape == (90, 384)
+    assert cosines(vectors, np.tile(text_embedder.embed(EMBED_TEXTS), (30, 1))).min() >= 0.999
+
+
+def test_the_http_embedder_names_the_url_and_status_of_a_refusal(guarded):
+    with pytest.raises(ModelServerError, match=rf"{guarded.url}/v1 refused the key \(HTTP 401\)") as refused:
+        OpenAIEmbedder(f"{guarded.url}/v1", EMBED_MODEL, api_key="ann:wrong", max_retries=0)
+    assert "ann:wrong" not in str(refused.value)
+    keyed = OpenAIEmbedder(f"{guarded.url}/v1", EMBED_MODEL, api_key="ann:s3cret", max_retries=0)
+    assert keyed.embed(["lighthouse"]).shape == (1, 384) and "s3cret" not in repr(keyed)
+
+
+@pytest.mark.parametrize(("body", "status", "says"), [
+    ({"input": "hi"}, 400, "model"),
+    ({"model": EMBED_MODEL}, 400, "input"),
+    ({"model": EMBED_MODEL, "input": []}, 400, "input is empty"),
+    ({"model": EMBED_MODEL, "input": ["fine", " "]}, 400, "text 2 of 2 is empty"),
+    ({"model": EMBED_MODEL, "input": [[101, 2023]]}, 400, "input"),  # token arrays: the server tokenizes
+    ({"model": EMBED_MODEL, "input": ["x"] * (MAX_EMBED_INPUTS + 1)}, 413, f"limit is {MAX_EMBED_INPUTS}"),
+    ({"model": EMBED_MODEL, "input": ["ok", "y" * (MAX_EMBED_CHARS + 1)]}, 413, "input[1]"),
+    ({"model": "text-embedding-3-small", "input": "hi"}, 404, "no embedding model"),
+    ({"model": EMBED_MODEL, "input": "hi", "dimensions": 128}, 400, "384-dimensional"),
+    ({"model": EMBED_MODEL, "input": "hi", "encoding_format": "int8"}, 400, "encoding_format"),
+])
+def test_bad_embedding_requests_are_refused_before_any_work(http, body, status, says):
+    response = http.post("/v1/embeddings", json=body)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]["message"]
+
+
+def test_embeddings_want_the_same_credentials_as_the_api(guarded):
+    body = {"model": EMBED_MODEL, "input": "hi"}
+    assert httpx.post(f"{guarded.url}/v1/embeddings", json=body).status_code == 401
+    basic = base64.b64encode(b"ann:s3cret").decode()
+    allowed = httpx.post(f"{guarded.url}/v1/embeddings", json=body, headers={"Authorization": f"Basic {basic}"})
+    assert allowed.status_code == 200 and len(allowed.json()["data"][0]["embedding"]) == 384

@@ -307,7 +307,7 @@ def test_a_document_cannot_make_the_browser_load_remote_images(page, live, http,
     answer = page.locator("#chatbot [data-testid='bot']").last
     expect(answer).to_contain_text("blue hook")
     expect(answer).to_contain_text("markdown.png")  # shown as text, not loaded
-    page.locator("#sources [role=gridcell]").filter(has_text="spare-key.txt").first.click()
+    page.locator("#sources .source-card").filter(has_text="spare-key.txt").first.click()
     expect(page.locator("#source-context")).to_contain_text("html.png")
     page.wait_for_timeout(1000)  # a request the page made while rendering would have reached the beacon by now
     assert beacon.hits == []

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from app_service import LoupeService, ServiceError, inside, safe_upload_name
 from rag.answering import Answer
 from rag.conversations import check_session
 from rag.errors import Busy, NotFound
 from rag.followups import Rewrite
+from service import LoupeService, ServiceError, inside, safe_upload_name
 from tests.conftest import make_settings
 
 
@@ -138,11 +138,11 @@ def test_a_passage_comes_with_its_neighbours(service, docs_dir, tmp_path):
     chunks = service.kb().chunks_of_document(service.documents()[0].id)
     assert len(chunks) >= 4
     middle = chunks[2]
-    passage = service.passage(None, middle.id)
+    passage = service.answers.passage(None, middle.id)
     assert [c.ordinal for c, _ in passage] == [1, 2, 3]
     assert [cited for _, cited in passage] == [False, True, False]
     with pytest.raises(NotFound, match="no longer in the knowledge base"):
-        service.passage(None, 999_999)
+        service.answers.passage(None, 999_999)
 
 
 def test_knowledge_bases_are_created_switched_and_deleted(service, docs_dir):
@@ -154,7 +154,7 @@ def test_knowledge_bases_are_created_switched_and_deleted(service, docs_dir):
         service.create_kb("../escape")
     with pytest.raises(NotFound, match="no knowledge base named"):
         service.documents("missing")
-    lock = service._ingest_lock("hobby")
+    lock = service.knowledge_bases.ingest_lock("hobby")
     with lock:  # an ingest is running there
         with pytest.raises(Busy, match="ingesting files right now"):
             service.delete_kb("hobby")
@@ -165,7 +165,7 @@ def test_knowledge_bases_are_created_switched_and_deleted(service, docs_dir):
 
 
 def test_live_ingest_reports_stages_then_the_outcome(service, docs_dir):
-    snapshots = list(service.ingest_live(None, uploads(docs_dir, "aurora.md", "broken.pdf"), interval=0.01))
+    snapshots = list(service.uploads.ingest_live(None, uploads(docs_dir, "aurora.md", "broken.pdf"), interval=0.01))
     final = snapshots[-1]
     assert [(r.stage, r.status) for r in final] == [("done", "added"), ("failed", "failed")]
     assert all(len(rows) == 2 and rows[0].name == "aurora.md" for rows in snapshots)
@@ -188,12 +188,12 @@ def test_images_stored_without_clip_are_embedded_later(tmp_path, text_embedder, 
     without.ingest(None, uploads(docs_dir, "photo.png"))
     assert without.documents()[0].images_waiting == 1
     with pytest.raises(ServiceError, match="Image search by text is off: test."):
-        without.embed_waiting_images(None)
+        without.uploads.embed_waiting_images(None)
     with pytest.raises(ServiceError, match="needs CLIP as well"):
         without.similar_images(None, (docs_dir / "photo.png").read_bytes())
     without.close()
     with_clip = LoupeService(settings, Models(settings, text_embedder, image_embedder, ""))
-    assert with_clip.embed_waiting_images(None) == 1
+    assert with_clip.uploads.embed_waiting_images(None) == 1
     assert with_clip.documents()[0].images_waiting == 0
     assert with_clip.similar_images(None, (docs_dir / "photo.png").read_bytes(), 1)[0].file == "photo.png"
     with_clip.close()
@@ -250,7 +250,7 @@ def test_deleting_a_document_removes_its_copies_and_scrubs_the_chat(service, doc
     list(service.chat(None, "How much does the harbour crane lift?", 3, "extractive", session))
     list(service.chat(None, "At what temperature is the seed vault kept?", 3, "extractive", session))
     assert about_crane.images, "the cited page's picture comes with the answer"
-    shown = service.display_copy(about_crane.images[0].path)  # what the UI serves
+    shown = service.images.display_copy(about_crane.images[0].path)  # what the UI serves
     removed: list[str] = []
     service.on_display_removed = removed.append
 

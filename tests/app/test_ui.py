@@ -23,6 +23,13 @@ RECORD_BOT_TEXTS = """() => {
     if (window.__botTexts[window.__botTexts.length - 1] !== text) window.__botTexts.push(text);
   };
   new MutationObserver(record).observe(chat, {subtree: true, childList: true, characterData: true});
+  // how many answer texts had been shown when the first source card appeared
+  const sources = document.querySelector('#sources');
+  new MutationObserver(() => {
+    if (window.__sourcesAt === undefined && sources.querySelector('.source-card')) {
+      window.__sourcesAt = window.__botTexts.length;
+    }
+  }).observe(sources, {subtree: true, childList: true});
 }"""
 
 
@@ -58,7 +65,7 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(page: Page, liv
     open_app(page, live)
     expect(page.locator("#empty-banner")).to_contain_text("This knowledge base is empty")
     upload(page, docs_dir / "aurora.md", docs_dir / "lighthouse.txt")
-    expect(progress_row(page, "aurora.md")).to_contain_text("aurora.md: added: 1 pages")
+    expect(progress_row(page, "aurora.md")).to_contain_text("aurora.md: added: 1 page,")
     expect(progress_row(page, "lighthouse.txt")).to_contain_text("added")
     expect(page.locator("#library")).to_contain_text("lighthouse.txt")
     expect(page.locator("#kb-status")).to_contain_text("2 documents")
@@ -67,18 +74,22 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(page: Page, liv
     page.get_by_role("tab", name="Chat").click()
     page.get_by_label("generate", exact=True).check()  # the model's text streams token by token in this mode
     ask(page, "At what temperature is the seed vault kept?")
-    expect(page.locator("#sources")).to_contain_text("aurora.md, p. 1", timeout=90_000)
+    expect(page.locator("#sources")).to_contain_text("aurora.md, § Seed vault", timeout=90_000)
+    expect(page.locator("#send")).to_be_visible(timeout=120_000)  # the answer is finished
     expect(page.locator("#question textarea")).to_have_value("")
     texts = page.evaluate("window.__botTexts")
     answers = [t for t in texts if t and "Searching the documents" not in t]
     # The answer grew piece by piece: several distinct texts, each one longer than the first.
     assert len(answers) >= 3, texts
     assert len(answers[-1]) > len(answers[0])
+    # The sources were on screen before the answer's text was done: it went on streaming beside them.
+    after_sources = [t for t in texts[page.evaluate("window.__sourcesAt"):] if "Searching the documents" not in t]
+    assert len(after_sources) >= 2, (texts, page.evaluate("window.__sourcesAt"))
     expect(page.locator("#empty-banner")).to_be_hidden()
 
     # Clicking a source shows the passage in its document, the cited text highlighted.
-    page.locator("#sources [role=gridcell]").filter(has_text="aurora.md").first.click()
-    expect(page.locator("#source-context")).to_contain_text("aurora.md, page 1")
+    page.locator("#sources .source-card").filter(has_text="aurora.md").first.click()
+    expect(page.locator("#source-context")).to_contain_text("aurora.md, § Seed vault")
     expect(page.locator("#source-context mark")).to_contain_text("minus eighteen degrees")
 
     # A follow-up is searched with the conversation, and the app says so.
@@ -114,6 +125,8 @@ def test_delete_a_document(page: Page, live):
     page.click("#doc-pick input")
     page.get_by_role("option", name=re.compile(r"lighthouse\.txt \(id \d+\)")).click()
     page.click("#delete-doc")
+    expect(page.locator("#confirm-delete-doc")).to_contain_text("Delete lighthouse.txt")
+    page.click("#confirm-delete")
     expect(page.locator("#doc-message")).to_contain_text("Deleted lighthouse.txt")
     expect(page.locator("#library")).not_to_contain_text("lighthouse.txt")
     expect(page.locator("#library")).to_contain_text("aurora.md")
@@ -138,13 +151,16 @@ def test_the_chat_survives_a_reload(page: Page, live):
     page.get_by_label("extractive").check()
     ask(page, "When do the supply flights land?")
     expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("second Tuesday")
-    assert len(page.evaluate("window.localStorage.getItem('loupe-session')")) >= 8
+    first = page.evaluate("window.localStorage.getItem('loupe-session')")
+    assert len(first) >= 8
     page.reload()
     expect(page.locator("#chatbot")).to_contain_text("When do the supply flights land?")
     expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("second Tuesday")
     expect(page.locator("#sources")).to_contain_text("aurora.md")
     page.get_by_role("button", name="New chat").click()
     expect(page.locator("#chatbot")).not_to_contain_text("supply flights")
+    # the new conversation's id reaches localStorage just after the page shows it
+    page.wait_for_function(f"window.localStorage.getItem('loupe-session') !== '{first}'")
     page.reload()
     expect(page.locator("#kb-status")).to_contain_text("Knowledge base:")
     expect(page.locator("#chatbot")).not_to_contain_text("supply flights")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ingest.pipeline import Ingestor
-from rag.answering import RankedSentence, check_question, fitted_messages
+from rag.answering import Answer, RankedSentence, Retrieved, check_question, fitted_messages
 from rag.components import Models
 from rag.errors import Busy, LoupeError, TooLarge
 from rag.local_generator import LocalGenerator
@@ -46,6 +46,14 @@ def test_extractive_answer_cites_the_right_file_and_page(models, filled):
     assert set(payload["sources"][0]) >= {"file", "page", "text", "score"}
 
 
+def test_the_sources_come_before_the_answer_text(models, filled):
+    events = list(models.assistant(filled).stream("How many ships did the lighthouse keeper log?", mode="extractive"))
+    assert isinstance(events[0], Retrieved) and isinstance(events[1], str) and isinstance(events[-1], Answer)
+    assert [s.chunk_id for s in events[0].sources] == [s.chunk_id for s in events[-1].sources]
+    refused = list(models.assistant(filled).stream("Who painted the Mona Lisa?", mode="extractive"))
+    assert not any(isinstance(e, Retrieved) for e in refused)  # no answer, no sources to show
+
+
 def test_off_topic_question_gets_the_plain_refusal(models, filled):
     answer = models.assistant(filled).ask("Who painted the Mona Lisa?", mode="extractive")
     assert answer.text == NOT_IN_DOCUMENTS
@@ -57,8 +65,8 @@ def test_generation_streams_pieces_then_the_answer(tmp_path, text_embedder, imag
     settings = make_settings(filled.folder, generator_model=str(tiny_generator_dir), max_new_tokens=12)
     assistant = Models(settings, text_embedder, image_embedder, "").assistant(filled)
     events = list(assistant.stream("What does a guided tour of the engine room cost?", mode="generate"))
-    pieces, answer = events[:-1], events[-1]
-    assert pieces and all(isinstance(p, str) for p in pieces)
+    sources, pieces, answer = events[0], events[1:-1], events[-1]
+    assert isinstance(sources, Retrieved) and pieces and all(isinstance(p, str) for p in pieces)
     assert answer.sources[0].page == 3
     assert answer.seconds["retrieve"] > 0 and answer.seconds["generate"] > 0
     # a random model's words are supported by no passage, and the check says so
@@ -119,6 +127,7 @@ def test_answer_first_shows_the_cited_quote_before_the_model_runs(text_embedder,
     try:
         stream = tiny_assistant(filled, text_embedder, image_embedder, generator).stream(
             "How many ships did the lighthouse keeper log?", mode="answer-first")
+        assert isinstance(next(stream), Retrieved)
         first = next(stream)
         assert calls == []  # the quote needs no generation: it is on screen before the model starts
         assert "412 ships" in first and "[1]" in first
@@ -141,7 +150,7 @@ def test_generate_keeps_an_unsupported_answer_flagged_instead_of_turning_it_into
             "How many ships did the lighthouse keeper log?", mode="generate"))
     finally:
         generator.close()
-    shown, answer = "".join(events[:-1]), events[-1]
+    shown, answer = "".join(e for e in events if isinstance(e, str)), events[-1]
     # the documents hold the answer, so the decision (made before the first word) is to answer; what streamed
     # stays: the random model's words are flagged, not swapped for "the documents don't say" at the end
     assert answer.grounded and answer.text != NOT_IN_DOCUMENTS and answer.unsupported
@@ -181,7 +190,7 @@ def test_a_looping_model_is_stopped_and_its_repeat_never_shown(mode, text_embedd
     model = ScriptedModel("The keeper logged 412 ships that winter.", repeat=200)
     events = list(tiny_assistant(filled, text_embedder, image_embedder, model).stream(
         "How many ships did the lighthouse keeper log?", mode=mode))
-    shown, answer = "".join(events[:-1]), events[-1]
+    shown, answer = "".join(e for e in events if isinstance(e, str)), events[-1]
     assert answer.looped and model.closed and model.produced < 40  # stopped early, not at the token limit
     assert shown.count("that winter") <= 1 and answer.text.count("that winter") <= 1
 

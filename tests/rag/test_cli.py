@@ -99,3 +99,32 @@ def test_one_translator_for_every_command(capsys, caplog, tmp_path):
     assert "unexpectedly" in capsys.readouterr().err
     logged = [r for r in caplog.records if r.name == "rag.cli"]
     assert logged and logged[0].exc_info is not None and "KeyError" in caplog.text
+
+
+def test_the_int8_embedder_from_export_to_search_and_a_store_that_refuses_another(cli, tmp_path):
+    exported = json.loads(cli("export-onnx", "--json").stdout)
+    assert exported["model"] == "all-MiniLM-L6-v2" and "loupe-onnx.json" in os.listdir(exported["folder"])
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "espresso.md").write_text("# Espresso\n\nGrind 18 grams of coffee very fine.\n")
+    (docs / "latte.md").write_text("# Latte\n\nSteam the milk to 60 degrees Celsius.\n")
+    int8 = ("--embedder", "onnx-int8")
+    assert json.loads(cli("ingest", str(docs), "--json", *int8).stdout)["totals"]["chunks"] == 2
+    hits = json.loads(cli("search", "milk temperature", "-k", "1", "--json", *int8).stdout)
+    assert hits[0]["file"] == "latte.md"
+    refused = cli("search", "milk temperature", "--json", expect=1)  # the default fp32 model: other vectors
+    assert "built with the text model 'all-MiniLM-L6-v2+onnx-int8'" in refused.stderr
+    listed = json.loads(cli("list", "--json", *int8).stdout)  # without loading the model
+    assert sorted(d["name"] for d in listed) == ["espresso.md", "latte.md"]
+
+
+def test_every_command_takes_the_embedder_flags():
+    from rag.cli import build_parser
+    from rag.settings import Settings
+
+    for command in (["ingest", "a.pdf"], ["ask", "why?"], ["search", "x"], ["list"], ["eval", "--intrinsic"]):
+        args = build_parser().parse_args([*command, "--embedder", "openai", "--openai-base-url",
+                                          "http://127.0.0.1:9/v1", "--openai-model", "m", "--embed-dims", "64"])
+        settings = Settings.from_args(args)
+        assert (settings.embedder, settings.openai_base_url, settings.openai_model, settings.embed_dims) == (
+            "openai", "http://127.0.0.1:9/v1", "m", 64)

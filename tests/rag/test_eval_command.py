@@ -144,3 +144,34 @@ def test_a_degenerate_answer_is_one_a_reader_would_call_broken():
     assert is_degenerate("It opens at nine. [1] It closes at five. It opens at nine. [2]")  # a sentence twice
     assert is_degenerate("the keeper logged the ships in winter " * 4)  # a phrase looping
     assert not is_degenerate("It opens at nine. [1] The keeper logged 412 ships in the winter of 1911. [2]")
+
+
+def test_eval_with_another_embedder_keeps_its_own_store_and_the_ingest_figures(env, capsys):
+    folder = write_tiny_beir(env / "tiny")
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--embedder", "onnx-int8", "--json")
+    assert code == 0, err
+    built = json.loads(out)
+    assert (built["embedder"], built["text_model"]) == ("onnx-int8", "all-MiniLM-L6-v2+onnx-int8")
+    assert built["recall@10"] == 1.0 and built["recall@1"] >= 0.6
+    assert built["ingest"]["chunks"] == 5 and built["ingest"]["chunks_per_second"] > 0
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--embedder", "onnx-int8", "--json")
+    again = json.loads(out)
+    assert again["store"]["cached"] and again["ingest"] == built["ingest"]  # the figures of the run that built it
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--json")  # sbert: a store of its own
+    assert code == 0, err
+    fp32 = json.loads(out)
+    assert not fp32["store"]["cached"] and fp32["store"]["folder"] != built["store"]["folder"]
+
+
+def test_eval_intrinsic_on_gensims_real_sets(env, capsys):
+    code, out, err = run(capsys, "--intrinsic", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    # all-MiniLM-L6-v2 with each word embedded alone: 0.729 and 0.446 (docs/EVALUATION.md)
+    assert result["wordsim353"] == pytest.approx(0.729, abs=0.01)
+    assert result["simlex999"] == pytest.approx(0.446, abs=0.01)
+    assert 0.3 < result["analogies"] < 1
+    assert result["pairs"] == {"wordsim353": 353, "simlex999": 999} and result["analogy_questions"] == 19544
+    with pytest.raises(SystemExit):
+        run(capsys, "--intrinsic", "--beir", "x")
+    assert "not allowed with" in capsys.readouterr().err

@@ -20,6 +20,9 @@ def test_flags_win_over_environment_which_wins_over_defaults():
     ("LOUPE_OCR", "perhaps", "ocr"),
     ("LOUPE_AUTH", "no-colon", "auth"),
     ("LOUPE_CHUNK_OVERLAP", "500", "chunk_overlap"),
+    ("LOUPE_EMBEDDER", "word2vec", "embedder"),
+    ("LOUPE_EMBEDDER", "openai", "openai_base_url"),  # the default is local: a remote one needs its URL
+    ("LOUPE_EMBED_DIMS", "-1", "embed_dims"),
 ])
 def test_bad_values_name_the_setting(env, value, message):
     with pytest.raises(SettingsError, match=message):
@@ -37,3 +40,14 @@ def test_from_args_takes_only_flags_named_like_settings():
     args = argparse.Namespace(top_k=9, question="why?", json=True, store=None)
     settings = Settings.from_args(args)
     assert settings.top_k == 9 and not hasattr(settings, "question")
+
+
+def test_embedder_settings_and_the_key_from_either_variable():
+    environ = {"LOUPE_EMBEDDER": "openai", "LOUPE_OPENAI_BASE_URL": "http://127.0.0.1:11434/v1",
+               "OPENAI_API_KEY": "sk-general"}
+    settings = Settings.load({"openai_model": "nomic-embed-text", "embed_dims": 128}, environ=environ)
+    assert (settings.embedder, settings.openai_model, settings.embed_dims) == ("openai", "nomic-embed-text", 128)
+    assert settings.openai_api_key == "sk-general" and "sk-general" not in repr(settings)
+    loupe_first = Settings.load(environ={**environ, "LOUPE_OPENAI_API_KEY": "sk-loupe"})
+    assert loupe_first.openai_api_key == "sk-loupe"  # Loupe's own variable wins over the general one
+    assert Settings.load(environ={}).embedder == "sbert"

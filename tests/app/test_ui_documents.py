@@ -1,0 +1,91 @@
+"""The Documents tab in a real Chromium, finding by finding of issue 9: a document is deleted only after a
+confirmation, a library row selects its document, every knowledge base shows its own state after a switch, and an
+upload shows an overall bar with the time so far and counts in words ("1 page")."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def live(start_app, tmp_path_factory):
+    app = start_app(tmp_path_factory.mktemp("ui-docs") / "indexes" / "default")
+    app.service.create_kb("other")
+    return app
+
+
+def open_documents(page: Page, live) -> None:
+    page.goto(live.url)
+    expect(page.locator("#kb-status")).to_contain_text("Knowledge base:")
+    page.get_by_role("tab", name="Documents").click()
+
+
+def upload(page: Page, *paths) -> None:
+    page.set_input_files("#upload input[type=file]", [str(p) for p in paths])
+    for path in paths:
+        expect(page.locator(f"#upload a[href$='/{path.name}']")).to_be_visible()
+    page.click("#add-files")
+
+
+def switch_to(page: Page, kb: str) -> None:
+    page.click("#kb-pick input")
+    page.get_by_role("option", name=kb, exact=True).click()
+    expect(page.locator("#kb-status")).to_contain_text(f"Knowledge base: {kb}")
+
+
+def test_an_upload_shows_an_overall_bar_and_counts_in_words(page: Page, live, docs_dir):
+    open_documents(page, live)
+    upload(page, docs_dir / "aurora.md", docs_dir / "lighthouse.txt")
+    overall = page.locator("#upload-overall")
+    expect(overall).to_contain_text("2 of 2 files")
+    expect(overall).to_contain_text(re.compile(r"\d+ s elapsed"))
+    assert page.locator("#upload-overall progress").get_attribute("value") == "2"
+    row = page.locator("#upload-progress tr[data-file='aurora.md']")
+    expect(row).to_contain_text("added")
+    expect(row.locator("td").nth(2)).to_have_text("1 page")  # the progress column, in the right number
+
+
+def test_a_library_row_selects_its_document_and_deleting_asks_first(page: Page, live):
+    open_documents(page, live)
+    page.locator("#library [role=gridcell]").filter(has_text="lighthouse.txt").first.click()
+    expect(page.locator("#doc-pick input")).to_have_value(re.compile(r"lighthouse\.txt \(id \d+\)"))
+    page.click("#delete-doc")
+    expect(page.locator("#confirm-delete-doc")).to_contain_text("Delete lighthouse.txt")
+    expect(page.locator("#confirm-delete-doc")).to_contain_text("cannot be undone")
+    page.click("#cancel-delete")
+    expect(page.locator("#confirm-delete-doc")).to_be_hidden()
+    assert sorted(d.name for d in live.service.documents()) == ["aurora.md", "lighthouse.txt"]  # nothing deleted yet
+
+    page.click("#delete-doc")
+    page.click("#confirm-delete")
+    expect(page.locator("#doc-message")).to_contain_text("Deleted lighthouse.txt")
+    expect(page.locator("#library")).not_to_contain_text("lighthouse.txt")
+    assert [d.name for d in live.service.documents()] == ["aurora.md"]
+
+
+def test_each_knowledge_base_shows_its_own_state_after_a_switch(page: Page, live, docs_dir):
+    open_documents(page, live)
+    upload(page, docs_dir / "photo.png")
+    expect(page.locator("#upload-progress")).to_contain_text("photo.png")
+    page.get_by_role("tab", name="Chat").click()
+    page.get_by_label("extractive", exact=True).check()
+    page.fill("#question textarea", "When do the supply flights land?")
+    page.press("#question textarea", "Enter")
+    expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("second Tuesday")
+
+    switch_to(page, "other")  # empty: nothing of the default knowledge base stays on screen
+    expect(page.locator("#empty-banner")).to_be_visible()
+    expect(page.locator("#chatbot")).not_to_contain_text("supply flights")
+    expect(page.locator("#sources")).not_to_contain_text("aurora.md")
+    page.get_by_role("tab", name="Documents").click()
+    expect(page.locator("#progress")).not_to_contain_text("photo.png")
+
+    switch_to(page, "default")  # and its own chat comes back
+    page.get_by_role("tab", name="Chat").click()
+    expect(page.locator("#chatbot")).to_contain_text("When do the supply flights land?")
+    expect(page.locator("#sources")).to_contain_text("aurora.md")

@@ -1,0 +1,224 @@
+"""How the browser app shows things: chat messages, source cards, upload progress, passages in context.
+
+Pure functions from the service's records to Markdown, HTML and table rows; the tab modules wire them to Gradio.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from pathlib import Path
+
+from rag.records import place
+from rag.settings import MODE_DESCRIPTIONS
+from service.uploads import FileRow
+
+DOC_HEADERS = ["ID", "Name", "Type", "Pages", "Chunks", "Images", "Waiting", "Size", "Added"]
+NOT_GROUNDED = ("**The documents don't hold an answer to this question**, so Loupe doesn't invent one. "
+                "Try other words, or add a document that covers it.")
+STOPPED = "\n\n*⏹ Stopped.*"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+# Characters Markdown (and Gradio's LaTeX) would act on: a backslash before each shows it as itself.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~$>-])")
+# A citation "[n]" after plain() escaped it.
+_ESCAPED_CITATION = re.compile(r"\\\[(\d{1,2})\\\]")
+CITE_PREFIX = "#cite-"
+
+# The session id and the chosen answer mode live in the browser's localStorage: read before the load event runs
+# (a gr.BrowserState is filled when its component mounts, which may come after the load event).
+LOAD_JS = """(sessionCarrier, mode, chats) => {
+  const key = "loupe-session";
+  let id = window.localStorage.getItem(key);
+  if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+    const bytes = new Uint8Array(18);
+    window.crypto.getRandomValues(bytes);
+    id = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+    window.localStorage.setItem(key, id);
+  }
+  const ids = window.localStorage.getItem("loupe-conversations") || "[]";
+  return [id, window.localStorage.getItem("loupe-mode") || mode, JSON.stringify({current: id, ids: JSON.parse(ids)})];
+}"""
+# The conversation shown and the browser's conversations, kept in localStorage whenever the server changes them.
+KEEP_CHATS_JS = """(chats) => {
+  const value = JSON.parse(chats || "{}");
+  if (value.current) window.localStorage.setItem("loupe-session", value.current);
+  if (value.ids) window.localStorage.setItem("loupe-conversations", JSON.stringify(value.ids));
+  return chats;
+}"""
+SAVE_MODE_JS = """(mode) => { window.localStorage.setItem("loupe-mode", mode); return mode; }"""
+# A click on a citation link in an answer, or on a source card, opens that source: the page remembers its number
+# and clicks the hidden #cite-open button, whose event (CITED_JS) sends the number to the server.
+PAGE_JS = """() => {
+  document.addEventListener("click", (event) => {
+    const link = event.target.closest && event.target.closest("a[href^='#cite-']");
+    if (!link) return;
+    event.preventDefault();
+    event.stopPropagation();
+    window.__loupeCite = Number(link.getAttribute("href").slice(6));
+    document.querySelector("#cite-open")?.click();
+  }, true);
+}"""
+CITED_JS = """(number, found, kb) => [window.__loupeCite || 0, found, kb]"""
+SHOW_CONTEXT_JS = """() => {
+  const context = document.querySelector("#source-context");
+  if (context) context.scrollIntoView({block: "nearest"});
+}"""
+CSS = """
+.loupe-table {width: 100%; border-collapse: collapse; font-size: 0.9em}
+.loupe-table td, .loupe-table th {padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary)}
+.loupe-context p {margin: 0.4em 0} .loupe-context .ctx-dim {opacity: 0.65}
+.loupe-context mark {background: #fde68a; color: inherit; padding: 1px 2px}
+.loupe-hidden {display: none !important}
+.source-cards {display: flex; flex-direction: column; gap: 6px}
+.source-card {display: block; text-align: left; padding: 6px 10px; border: 1px solid var(--border-color-primary);
+  border-radius: 8px;
+  color: inherit !important; text-decoration: none !important; overflow-wrap: anywhere}
+.source-card:hover, .source-card.selected {border-color: var(--color-accent);
+  background: var(--background-fill-secondary)}
+.source-card .source-head {font-weight: 600} .source-card .source-score {opacity: 0.7; font-weight: normal}
+.source-card .source-text {font-size: 0.9em; opacity: 0.85}
+#chatbot a[href^='#cite-'] {font-weight: 600; text-decoration: none}
+.mode-help p {margin: 0; font-size: 0.85em} .clip-note {font-size: 0.9em}
+#upload-overall progress {width: 100%; height: 10px}
+@media (max-width: 640px) {
+  #question-row {flex-wrap: wrap}
+  #question-row > * {min-width: 100% !important; flex-basis: 100% !important}
+}
+"""
+
+
+def text_of(content) -> str:
+    """A chat message's text: Gradio 6 may send a string or a list of parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, dict):
+        return str(content.get("text") or content.get("content") or "")
+    if isinstance(content, (list, tuple)):
+        return " ".join(text_of(part) for part in content if part).strip()
+    return "" if content is None else str(content)
+
+
+def plain(text: str) -> str:
+    """Text from a document (or the model that quotes it) made safe for a Markdown component: shown as it is,
+    never as an image, a link, a tag or formatting, so a document can't make the browser load anything."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def with_citation_links(markdown: str, numbers: set[int]) -> str:
+    """Each escaped "[n]" of an answer whose source n exists becomes a link that opens that source."""
+    def link(match: re.Match) -> str:
+        number = int(match.group(1))
+        return f"[\\[{number}\\]]({CITE_PREFIX}{number})" if number in numbers else match.group(0)
+
+    return _ESCAPED_CITATION.sub(link, markdown)
+
+
+def answer_markdown(text: str, meta: dict) -> str:
+    """An answer as the chat shows it: the cited text, its citations as links, then a flag for every unsupported
+    sentence."""
+    numbers = {int(s["number"]) for s in meta.get("sources") or []}
+    flagged = "".join(f"\n\n> ⚠ *Not found in the sources:* “{plain(s)}”" for s in meta.get("unsupported") or [])
+    return with_citation_links(plain(text), numbers) + flagged
+
+
+def mode_help() -> str:
+    """One line for each answer mode."""
+    return "\n".join(f"- **{mode}**: {html.escape(description)}" for mode, description in MODE_DESCRIPTIONS.items())
+
+
+def exposure_notice(host: str, share: bool, auth: str, public_demo: bool) -> str:
+    """What to tell about who can reach the app: empty on loopback or with --auth; a warning when anyone on the
+    network (or the internet) can use it unasked; one line when that is meant (a public demo)."""
+    if auth or (host in LOOPBACK_HOSTS and not share):
+        return ""
+    if public_demo:
+        return "Public demo: anyone who can reach this page can use it (LOUPE_PUBLIC_DEMO)."
+    return ("⚠ **Anyone who can reach this server can read, add and delete its documents**: it serves beyond this "
+            "computer without a password. Restart with `--auth user:password`, or serve on 127.0.0.1.")
+
+
+def clip_note_html(clip_status: str) -> str:
+    """CLIP off, said in one plain line; the technical reason behind a "details" toggle."""
+    if not clip_status:
+        return ""
+    return (f"<details class='clip-note'><summary>⚠ Image search by text is off (no CLIP model).</summary>"
+            f"{html.escape(clip_status)}</details>")
+
+
+def sources_html(sources: list[dict], selected: int | None = None) -> str:
+    """The sources of an answer as cards; clicking one (or its citation in the answer) opens it in context."""
+    if not sources:
+        return ""
+    cards = []
+    for s in sources:
+        number = int(s["number"])
+        where = place(s["file"], s["page"], s.get("heading"))
+        head = (f"[{number}]" + (" ✓" if s.get("cited") else "") + f" {html.escape(s['file'])}"
+                + (f", {html.escape(where)}" if where else ""))
+        snippet = html.escape(" ".join(s["text"].split())[:160]) + "…"
+        chosen = " selected" if number == selected else ""
+        cards.append(f"<a class='source-card{chosen}' href='{CITE_PREFIX}{number}' data-source='{number}'>"
+                     f"<div class='source-head'>{head} <span class='source-score'>score {s['score']:.3f}</span></div>"
+                     f"<div class='source-text'>{snippet}</div></a>")
+    return ("<div class='source-cards'><div class='source-title'>Sources: click one to read it in context</div>"
+            f"{''.join(cards)}</div>")
+
+
+def panel(meta: dict, display=lambda path: path) -> tuple[str, list[dict], str, list[tuple[str, str]]]:
+    """The source cards, the sources themselves, the note and the gallery for one answer's meta;
+    `display` turns a stored image's path into one the web server may serve."""
+    sources = meta.get("sources") or []
+    notes = []
+    if meta.get("explanation"):
+        notes.append(f"↻ {plain(meta['explanation'])}")
+    elif meta.get("searched"):  # turns stored before explanations existed
+        notes.append(f"↻ *Follow-up ({plain(meta.get('reason'))}); searched for:* {plain(meta['searched'])}")
+    if meta.get("grounded") is False:
+        notes.append(NOT_GROUNDED)
+    if meta.get("unsupported"):
+        notes.append(f"⚠ **{len(meta['unsupported'])} sentence(s) not supported by the sources** are flagged "
+                     "in the answer: check them before you rely on them.")
+    gallery = [(str(display(i["path"])), f"{i['file']}, page {i['page']} ({i['score']:.2f})")
+               for i in meta.get("images") or [] if Path(i["path"]).exists()]
+    return sources_html(sources), sources, "\n\n".join(notes), gallery
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
+
+
+def overall_progress_html(rows: list[FileRow], elapsed: float) -> str:
+    """One bar for the whole upload: files finished of all, time so far, and time left at the pace so far."""
+    finished = sum(1 for r in rows if r.status)
+    total = len(rows)
+    if finished == total:
+        left = "done"
+    elif finished:
+        left = f"about {_duration(elapsed / finished * (total - finished))} left"
+    else:
+        left = "estimating the time left…"
+    return (f"<div id='upload-overall'><progress value='{finished}' max='{max(total, 1)}'></progress>"
+            f"<div>{finished} of {total} files · {_duration(elapsed)} elapsed · {left}</div></div>")
+
+
+def progress_html(rows: list[FileRow], elapsed: float = 0.0) -> str:
+    icons = {"added": "✓ added", "replaced": "↻ replaced", "duplicate": "= duplicate", "failed": "✗ failed"}
+    body = "".join(
+        f"<tr data-file='{html.escape(r.name)}'><td>{html.escape(r.name)}</td><td>{html.escape(r.stage)}</td>"
+        f"<td>{html.escape(r.progress)}</td><td>{icons.get(r.status, '…')}</td><td>{html.escape(r.message)}</td></tr>"
+        for r in rows)
+    return (overall_progress_html(rows, elapsed) +
+            "<table class='loupe-table' id='upload-progress'><tr><th>File</th><th>Stage</th><th>Progress</th>"
+            f"<th>Result</th><th>Message</th></tr>{body}</table>")
+
+
+def context_html(passage) -> str:
+    if not passage:
+        return ""
+    cited = next(chunk for chunk, is_cited in passage if is_cited)
+    parts = [f"<p><mark>{html.escape(c.text)}</mark></p>" if is_cited else
+             f"<p class='ctx-dim'>{html.escape(c.text)}</p>" for c, is_cited in passage]
+    where = place(cited.file, cited.page, cited.heading)
+    title = html.escape(cited.file + (f", {where}" if where else ""))
+    return f"<div class='loupe-context' id='source-context'><b>{title}</b>{''.join(parts)}</div>"
