@@ -25,7 +25,8 @@ import openai
 
 from rag.embedder import BatchedEmbedder
 from rag.errors import ModelServerError
-from rag.openai_generator import CONNECT_TIMEOUT_S, MAX_RETRIES, MAX_SERVER_TEXT, NO_KEY
+from rag.openai_generator import CONNECT_TIMEOUT_S, MAX_RETRIES, NO_KEY
+from rag.openai_server import ServerClient
 from rag.records import ModelId
 from rag.settings import Settings
 
@@ -44,8 +45,11 @@ def approximate_tokens(text: str) -> int:
                for p in _PIECES.findall(text))
 
 
-class OpenAIEmbedder(BatchedEmbedder):
+class OpenAIEmbedder(ServerClient, BatchedEmbedder):
     """Vectors from the /embeddings route of an OpenAI-compatible server at `base_url` (ending in /v1)."""
+
+    what = "The embeddings server"
+    url_flag, model_flag, key_variable = "--openai-base-url", "--openai-model", "LOUPE_OPENAI_API_KEY"
 
     def __init__(self, base_url: str, model: str, api_key: str = "", timeout_s: float = TIMEOUT_S,
                  max_retries: int = MAX_RETRIES) -> None:
@@ -86,21 +90,3 @@ class OpenAIEmbedder(BatchedEmbedder):
             raise ModelServerError(f"The embeddings server at {self.base_url} returned {len(rows)} vectors for "
                                    f"{len(texts)} texts.")
         return np.asarray([row.embedding for row in rows], np.float32)
-
-    def _translated(self, error: openai.APIError) -> ModelServerError:
-        """What the user reads: the server's URL and what went wrong (the HTTP status), never the key."""
-        where = f"The embeddings server at {self.base_url}"
-        if isinstance(error, openai.APITimeoutError):
-            logger.warning("%s timed out (model %s)", self.base_url, self.name)
-            return ModelServerError(f"{where} did not answer within {self.timeout_s:g} s.")
-        if isinstance(error, openai.APIConnectionError):
-            logger.warning("%s could not be reached (model %s)", self.base_url, self.name)
-            return ModelServerError(f"{where} could not be reached: is it running? (--openai-base-url)")
-        status = getattr(error, "status_code", None)
-        logger.warning("%s answered HTTP %s (model %s)", self.base_url, status, self.name)
-        if status in (401, 403):  # its message may quote part of the key: not shown
-            return ModelServerError(f"{where} refused the key (HTTP {status}): check LOUPE_OPENAI_API_KEY.")
-        said = " ".join(str(error.message or "").split())[:MAX_SERVER_TEXT]
-        said = said.replace(self._key, "***") if self._key else said
-        hint = " Check --openai-model." if status == 404 else ""
-        return ModelServerError(f"{where} failed (HTTP {status}) for model {self.name!r}.{hint} {said}".strip())

@@ -27,9 +27,9 @@ from gradio_client.exceptions import AppError
 from openai_api import PLAIN_MODEL
 from rag.answering import Assistant
 from rag.components import Models
-from rag.errors import Busy, LoupeError, TooLarge
+from rag.errors import Busy, LoupeError, ModelServerError, TooLarge
 from rag.local_generator import LocalGenerator
-from rag.openai_generator import MAX_RETRIES, ModelServerError, OpenAIGenerator
+from rag.openai_generator import MAX_RETRIES, OpenAIGenerator
 from rag.prompts import NOT_IN_DOCUMENTS
 from rag.retrieval import Retriever
 from tests.app.conftest import AURORA_MD, free_port, start_app  # noqa: F401 - start_app: the running-app fixture
@@ -252,7 +252,7 @@ def test_a_server_lost_in_mid_answer_ends_the_stream_with_an_error_event(start_a
 
 def test_a_server_that_keeps_failing_gives_up_after_the_retries():
     with ScriptedServer([(500, "internal trouble")] * 5).running() as server:
-        with pytest.raises(ModelServerError, match=r"HTTP 500\). .*internal trouble") as caught:
+        with pytest.raises(ModelServerError, match=r"HTTP 500\) for model 'llama3.2'\. .*internal trouble") as caught:
             list(OpenAIGenerator(server.url, "llama3.2").stream(QUESTION, 10))
     assert len(server.requests) == MAX_RETRIES + 1
     assert server.url in str(caught.value)
