@@ -66,7 +66,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     interactive = sys.stderr.isatty()
     models = Models.load(settings, with_images=False)
-    store = prepare_store(beir, _store_settings(settings), models.open_store,
+    store = prepare_store(beir, settings, models.open_store,
                           lambda kb: Ingestor(kb, settings, models.text_embedder),
                           rebuild=args.rebuild, log=log, show_progress=interactive)
     try:
@@ -115,15 +115,6 @@ def run_intrinsic(args: argparse.Namespace, settings: Settings) -> int:
               f"SimLex-999 Spearman {result['simlex999']:.4f}, Google analogies {100 * result['analogies']:.1f}% "
               f"({result['analogy_questions']:,} questions over {result['words_embedded']:,} words)")
     return 0
-
-
-def _store_settings(settings: Settings) -> Settings:
-    """The settings that key the cached store. rag.evaluation.harness.store_folder keys it by the text model, not
-    the backend, so each non-default embedder caches its stores in a folder of its own: int8 vectors must not
-    be read as fp32 ones (the store would refuse them anyway)."""
-    if settings.embedder == "sbert":
-        return settings
-    return settings.with_(cache_dir=Path(settings.cache_dir) / "eval-embedders" / settings.embedder)
 
 
 INGEST_FILE = "ingest.json"  # beside the cached store: the figures of the run that built it

@@ -54,10 +54,14 @@ class PreparedStore:
 
 # --- the store -------------------------------------------------------------------------------------
 def store_folder(beir: BeirSet, settings: Settings) -> Path:
-    """Where the ingested corpus is cached: one folder per corpus content and ingest settings."""
-    key = json.dumps({"corpus": beir.corpus_sha256, "text_model": settings.text_model, "format": CACHE_FORMAT,
-                      "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap},
-                     sort_keys=True)
+    """Where the ingested corpus is cached: one folder per corpus content and ingest settings, and per embedder
+    (int8 vectors must not be read as fp32 ones). The default embedder adds nothing to the key, so stores cached
+    before embedders could be chosen stay valid."""
+    fields = {"corpus": beir.corpus_sha256, "text_model": settings.text_model, "format": CACHE_FORMAT,
+              "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap}
+    if settings.embedder != "sbert":
+        fields["embedder"] = settings.embedder
+    key = json.dumps(fields, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(settings.cache_dir) / "eval" / f"{_SLUG.sub('_', beir.name) or 'beir'}-{digest}"
 

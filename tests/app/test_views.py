@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 
-from service.uploads import FileRow, counted
+from rag.wording import counted
+from service.uploads import FileRow
 from ui.page import BrowserChats
 from ui.views import answer_markdown, overall_progress_html, sources_html
 
