@@ -232,17 +232,6 @@ def plain_reply(service: LoupeService, messages: list[dict[str, str]], max_token
     yield Ending()
 
 
-def closing_text(streamed: str, final: str | None) -> str:
-    """What a stream sends after its pieces so that it ends as the checked answer does. The grounding check adds
-    [n] after the sentences it supports, and may replace an answer no passage supports: a stream can't take back
-    what it sent, so then the checked answer follows in full."""
-    if final is None or " ".join(final.split()) == " ".join(streamed.split()):
-        return ""
-    if final.startswith(streamed):
-        return final[len(streamed):]
-    return f"\n\n{final}"
-
-
 # --- the responses ------------------------------------------------------------------------------------
 def completion(model: str, reply: Reply) -> dict:
     pieces: list[str] = []
@@ -271,17 +260,13 @@ def event_stream(model: str, reply: Reply) -> StreamingResponse:
         return f"data: {json.dumps(body)}\n\n"
 
     def sse() -> Iterator[str]:
-        streamed: list[str] = []
         with closing(reply):
             yield chunk({"role": "assistant", "content": ""})
             try:
                 for event in itertools.chain((first,), reply):
-                    if isinstance(event, Ending):
-                        if tail := closing_text("".join(streamed), event.text):
-                            yield chunk({"content": tail})
+                    if isinstance(event, Ending):  # the pieces were the checked answer (rag.answering streams it)
                         yield chunk({}, "stop", **event.fields)
                     else:
-                        streamed.append(event)
                         yield chunk({"content": event})
             except Exception as error:  # the status is sent: the error goes in the stream (unexpected: logged)
                 yield f"data: {json.dumps(_error_event(error))}\n\n"

@@ -19,12 +19,13 @@ import numpy as np
 
 from rag.errors import LoupeError, TooLarge
 from rag.generator import Generator
-from rag.grounding import check_answer, cite, content_words, split_sentences
+from rag.grounding import AnswerChecker, SentenceSupport, check_answer, cite, cited, content_words, split_sentences
 from rag.lexical_index import bm25_scores
 from rag.prompts import NOT_IN_DOCUMENTS, build_messages
 from rag.records import ImageRecord
 from rag.repeats import RepeatGuard
 from rag.retrieval import Passage, Retriever, fuse
+from rag.sentences import whole_sentences
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 
@@ -48,6 +49,10 @@ MAX_IMAGES = 6
 # CLIP text-image cosine similarities sit low (about 0.2-0.35 for a match with ViT-B-32).
 MIN_IMAGE_SIMILARITY = 0.25
 _CITATION = re.compile(r"\[(\d+)\]")
+# The first word of a sentence that leans on the one before it for what it is about; not the "it" of "It is
+# possible to ...", which stands for what follows.
+_ANAPHORIC_START = re.compile(r"(?!it(?: is|'s| was) \w+ (?:to|that)\b)(?:it|its|this|these|that|those|they|their|"
+                              r"them|he|she|his|her|such|but|however|thus|therefore|hence|instead)\b", re.IGNORECASE)
 # A line about the documents rather than the question ("The document does not contain...", "The answer is not
 # provided"): the small model writes these as often for questions the passages answer as for ones they don't
 # (docs/EVALUATION.md), so they tell the reader nothing and are not shown after a quote.
@@ -186,11 +191,15 @@ class Assistant:
 
     def _generate(self, question: str, passages: list[Passage], ranked: list[RankedSentence],
                   answer: Answer) -> Iterator[str]:
-        """The model's answer from the best sentences, streamed as it comes (a loop held back and cut), then each
-        sentence checked against the whole passages: supported ones are cited, the others flagged."""
-        guard = yield from self._guarded(question, ranked[:CONTEXT_SENTENCES], self.settings.max_new_tokens)
+        """The model's answer from the best sentences, streamed a sentence at a time as each is written (a loop held
+        back and cut), each checked against the whole passages first: supported ones are cited, the others
+        flagged. What is streamed is the checked answer itself, so a reader (a chat client of /v1 too) never has
+        to replace text it was sent."""
+        checker = AnswerChecker([p.chunk.text for p in passages], question=question)
+        checks: list[SentenceSupport] = []
+        with closing(self._guarded(question, ranked[:CONTEXT_SENTENCES], self.settings.max_new_tokens)) as pieces:
+            guard = yield from _checked_by_sentence(pieces, checker, checks)
         answer.looped = guard.looping
-        checks = check_answer(guard.kept, [p.chunk.text for p in passages], question=question)
         answer.unsupported = [c.text for c in checks if not c.supported]
         answer.text = cite(checks)
 
@@ -307,6 +316,30 @@ class Assistant:
         return list(images.values())[:MAX_IMAGES]
 
 
+def _checked_by_sentence(pieces: Generator_[str, None, RepeatGuard], checker: AnswerChecker,
+                         checks: list[SentenceSupport]) -> Generator_[str, None, RepeatGuard]:
+    """The streamed pieces re-cut into whole sentences, each checked (appended to `checks`) and cited before it is
+    passed on; returns the pieces' guard. After a loop, the unfinished sentence is where the loop began: dropped."""
+    pending = ""
+    while True:
+        try:
+            pending += next(pieces)
+        except StopIteration as done:
+            guard: RepeatGuard = done.value
+            break
+        whole, pending = whole_sentences(pending)
+        for sentence in whole:
+            yield _checked(sentence, checker, checks)
+    for sentence in [] if guard.looping else split_sentences(pending):
+        yield _checked(sentence, checker, checks)
+    return guard
+
+
+def _checked(sentence: str, checker: AnswerChecker, checks: list[SentenceSupport]) -> str:
+    checks.append(checker.check(sentence))
+    return ("" if len(checks) == 1 else " ") + cited(checks[-1])
+
+
 def check_question(question: str, settings: Settings) -> str:
     """The question with its whitespace normalised; refused when empty or longer than the cap.
 
@@ -363,8 +396,25 @@ def _best_sentences(ranked: list[RankedSentence]) -> list[RankedSentence]:
     if not ranked:
         return []
     best = ranked[0].score
-    return [r for r in ranked[:MAX_EXTRACTED_SENTENCES]
-            if r.score >= best - SENTENCE_MARGIN and r.cosine >= MIN_SENTENCE_SIMILARITY]
+    chosen = [r for r in ranked[:MAX_EXTRACTED_SENTENCES]
+              if r.score >= best - SENTENCE_MARGIN and r.cosine >= MIN_SENTENCE_SIMILARITY]
+    return _with_antecedents(chosen, ranked)
+
+
+def _with_antecedents(chosen: list[RankedSentence], ranked: list[RankedSentence]) -> list[RankedSentence]:
+    """The chosen sentences, each that opens by pointing back ("It is the fastest growing sector...", "This means
+    ...") preceded by the sentence of its passage it points back to: quoted alone, it would not say what "it" is,
+    and that is often the answer."""
+    by_position = {r.position: r for r in ranked}
+    quoted = {r.position for r in chosen}
+    result = list(chosen)
+    for sentence in chosen:
+        before = by_position.get(sentence.position - 1)
+        if (before and before.passage == sentence.passage and before.position not in quoted
+                and _ANAPHORIC_START.match(sentence.text)):
+            result.append(before)
+            quoted.add(before.position)
+    return result
 
 
 def _quote(sentences: list[RankedSentence]) -> str:

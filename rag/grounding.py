@@ -336,24 +336,33 @@ def _added_qualifier(claim: _Text, passage: _Text, context: _Context) -> str:
     return f"the passage does not say {', '.join(added)}" if added else ""
 
 
-def check_answer(text: str, passages: Sequence[str], question: str | None = None) -> list[SentenceSupport]:
-    """Each sentence's support. A sentence that repeats an earlier one, or loops on a phrase, is unsupported
+class AnswerChecker:
+    """Checks an answer's sentences in order, one at a time, so that a streamed answer can be checked and cited
+    as each sentence is written. A sentence that repeats an earlier one, or loops on a phrase, is unsupported
     whatever its words: a looping answer must not read as grounded."""
-    texts = [_Text(p) for p in passages]
-    asked = _asked(question)
-    checks: list[SentenceSupport] = []
-    earlier: list[set[str]] = []
-    for sentence in split_sentences(text):
+
+    def __init__(self, passages: Sequence[str], question: str | None = None) -> None:
+        self._passages = [_Text(p) for p in passages]
+        self._asked = _asked(question)
+        self._earlier: list[set[str]] = []
+
+    def check(self, sentence: str) -> SentenceSupport:
         claim = _claim(sentence)
         stems = claim.stems
-        if stems and any(len(stems & e) >= REPEAT_OVERLAP * len(stems | e) for e in earlier):
-            checks.append(SentenceSupport(sentence, None, 0.0, False, "repeats an earlier sentence"))
+        if stems and any(len(stems & e) >= REPEAT_OVERLAP * len(stems | e) for e in self._earlier):
+            support = SentenceSupport(sentence, None, 0.0, False, "repeats an earlier sentence")
         elif _loops(sentence):
-            checks.append(SentenceSupport(sentence, None, 0.0, False, "repeats a phrase"))
+            support = SentenceSupport(sentence, None, 0.0, False, "repeats a phrase")
         else:
-            checks.append(_check(sentence, claim, texts, asked))
-        earlier.append(stems)
-    return checks
+            support = _check(sentence, claim, self._passages, self._asked)
+        self._earlier.append(stems)
+        return support
+
+
+def check_answer(text: str, passages: Sequence[str], question: str | None = None) -> list[SentenceSupport]:
+    """Each sentence's support (AnswerChecker, over the whole text at once)."""
+    checker = AnswerChecker(passages, question)
+    return [checker.check(sentence) for sentence in split_sentences(text)]
 
 
 def _loops(sentence: str) -> bool:
@@ -369,10 +378,11 @@ def _loops(sentence: str) -> bool:
 
 def cite(checks: list[SentenceSupport]) -> str:
     """The answer with [n] after each supported sentence that does not already carry a citation."""
-    parts = []
-    for check in checks:
-        sentence = check.text
-        if check.supported and check.passage is not None and not _CITATION.search(sentence):
-            sentence = f"{sentence} [{check.passage}]"
-        parts.append(sentence)
-    return " ".join(parts)
+    return " ".join(cited(check) for check in checks)
+
+
+def cited(check: SentenceSupport) -> str:
+    """The sentence with [n] after it when it is supported and does not already carry a citation."""
+    if check.supported and check.passage is not None and not _CITATION.search(check.text):
+        return f"{check.text} [{check.passage}]"
+    return check.text

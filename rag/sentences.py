@@ -18,3 +18,15 @@ _SENTENCE = re.compile(rf"\S.*?(?:(?!(?<=\d )\. \d){_NOT_AN_END}[.!?]+(?:\s*\[\d
 
 def split_sentences(text: str) -> list[str]:
     return [m.group(0).strip() for m in _SENTENCE.finditer(text.strip())]
+
+
+def whole_sentences(text: str) -> tuple[list[str], str]:
+    """Of a text still being written: the sentences known to be whole, and the rest, to wait for more.
+
+    A sentence is whole once another has begun after it; the last one may still grow. One that a citation may
+    still join ("... operator. [" while "[2]" is on its way) waits too, so that sentences come out as
+    split_sentences would cut the finished text."""
+    matches = list(_SENTENCE.finditer(text))
+    if len(matches) < 2 or matches[-1].group(0).startswith("["):
+        return [], text
+    return [m.group(0).strip() for m in matches[:-1]], text[matches[-1].start():]

@@ -72,19 +72,19 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(page: Page, liv
 
     page.evaluate(RECORD_BOT_TEXTS)
     page.get_by_role("tab", name="Chat").click()
-    page.get_by_label("generate", exact=True).check()  # the model's text streams token by token in this mode
+    page.get_by_label("generate", exact=True).check()  # the model's text streams in this mode, after the sources
     ask(page, "At what temperature is the seed vault kept?")
     expect(page.locator("#sources")).to_contain_text("aurora.md, § Seed vault", timeout=90_000)
     expect(page.locator("#send")).to_be_visible(timeout=120_000)  # the answer is finished
     expect(page.locator("#question textarea")).to_have_value("")
     texts = page.evaluate("window.__botTexts")
     answers = [t for t in texts if t and "Searching the documents" not in t]
-    # The answer grew piece by piece: several distinct texts, each one longer than the first.
-    assert len(answers) >= 3, texts
-    assert len(answers[-1]) > len(answers[0])
-    # The sources were on screen before the answer's text was done: it went on streaming beside them.
-    after_sources = [t for t in texts[page.evaluate("window.__sourcesAt"):] if "Searching the documents" not in t]
-    assert len(after_sources) >= 2, (texts, page.evaluate("window.__sourcesAt"))
+    # The sources were on screen before the answer's text came: it streamed in beside them. (It streams a whole
+    # checked sentence at a time, tested in tests/rag/test_answering.py; the tiny random model here may write
+    # one long "sentence".)
+    sources_at = page.evaluate("window.__sourcesAt")
+    before_sources = [t for t in texts[:sources_at] if t and "Searching the documents" not in t]
+    assert answers and not before_sources, (texts, sources_at)
     expect(page.locator("#empty-banner")).to_be_hidden()
 
     # Clicking a source shows the passage in its document, the cited text highlighted.

@@ -185,6 +185,17 @@ class ScriptedModel:
         pass
 
 
+def test_generate_streams_each_sentence_checked_and_cited_so_the_stream_is_the_answer(text_embedder,
+                                                                                     image_embedder, filled):
+    model = ScriptedModel("The keeper logged 412 ships. Bananas are blue and grow on the moon. He was alone")
+    events = list(tiny_assistant(filled, text_embedder, image_embedder, model).stream(
+        "How many ships did the lighthouse keeper log?", mode="generate"))
+    pieces, answer = [e for e in events if isinstance(e, str)], events[-1]
+    # each piece is a whole sentence, cited when a passage supports it; the last one comes when the model ends
+    assert pieces == ["The keeper logged 412 ships. [1]", " Bananas are blue and grow on the moon.", " He was alone"]
+    assert "".join(pieces) == answer.text and answer.unsupported[0] == "Bananas are blue and grow on the moon."
+
+
 @pytest.mark.parametrize("mode", ["generate", "answer-first"])
 def test_a_looping_model_is_stopped_and_its_repeat_never_shown(mode, text_embedder, image_embedder, filled):
     model = ScriptedModel("The keeper logged 412 ships that winter.", repeat=200)
@@ -229,6 +240,19 @@ def test_a_quote_reads_as_one_line_whatever_the_source_line_breaks(models, tmp_p
     assert not Ingestor(kb, models.settings, models.text_embedder).ingest([tmp_path / "wrapped.txt"]).failed
     answer = models.assistant(kb).ask("When does the night ferry leave?", mode="extractive")
     assert "The night ferry to the island leaves the harbour at eleven every Friday." in answer.text, answer.text
+
+
+def test_a_quoted_sentence_that_points_back_comes_with_the_sentence_it_points_to(models, tmp_path):
+    (tmp_path / "pharmacy.md").write_text(
+        "# Pharmacies\n\nRetail chains run most neighbourhood stores. Specialty pharmacies supply drugs for rare "
+        "and complex conditions. It is currently the fastest growing sector of the pharmaceutical industry. Mail "
+        "order covers the rest.\n")
+    kb = models.open_store(tmp_path / "kb")
+    assert not Ingestor(kb, models.settings, models.text_embedder).ingest([tmp_path / "pharmacy.md"]).failed
+    answer = models.assistant(kb).ask("What is the fastest growing sector of the pharmaceutical industry?",
+                                      mode="extractive")
+    assert "Specialty pharmacies supply drugs" in answer.text and "fastest growing sector" in answer.text
+    assert answer.text.index("Specialty") < answer.text.index("It is currently"), answer.text
 
 
 class BusyModel(ScriptedModel):
