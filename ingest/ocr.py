@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,9 @@ class OcrEngine:
         self._engine: RapidOCR | None = None
         self._lock = threading.Lock()
         self.seconds = 0.0  # spent recognising, in all: ingest summaries split it from parsing
+        # Told before each recognition starts, with the page when the reader names it: one page of a scan takes
+        # seconds, so the parse worker reports it as it begins (ingest.parse_worker).
+        self.on_recognise: Callable[[int | None], None] | None = None
 
     def load(self) -> None:
         """Loads the models now rather than on the first image."""
@@ -39,11 +43,14 @@ class OcrEngine:
                     self._engine = RapidOCR()
         return self._engine
 
-    def text_of(self, image: Image.Image) -> str:
-        """The recognised lines in reading order, one line per text row; "" when nothing is found."""
+    def text_of(self, image: Image.Image, page: int | None = None) -> str:
+        """The recognised lines in reading order, one line per text row; "" when nothing is found.
+        `page`: the 1-based page the image is on, for progress reports (`on_recognise`)."""
         if min(image.size) < MIN_SIDE:
             return ""
         engine = self._get_engine()
+        if self.on_recognise is not None:
+            self.on_recognise(page)
         start = time.perf_counter()
         try:
             result, _timings = engine(_to_bgr_array(_downscaled(image)))

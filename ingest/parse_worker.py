@@ -2,8 +2,9 @@
 
 `read_file_bounded` is `read_file` run in a separate Python process: the parse holds that process's GIL,
 not the server's, and the server keeps serving chat and other uploads meanwhile. Items, warnings and OCR
-seconds come back over a socket as the worker produces them; the worker blocks when the consumer does
-not read, so a large file never piles up in memory.
+seconds come back over a socket as the worker produces them, and a progress report as OCR starts on each page
+(ParsedFile.on_progress hears it); the worker blocks when the consumer does not read, so a large file never
+piles up in memory.
 
 - Time: `parse_timeout_s` bounds the time spent waiting for the parser (from the call to the last item,
   less the time the consumer spends on its own work between items, such as embedding a batch). Past it
@@ -160,7 +161,7 @@ class _Session:
             self.waited += time.perf_counter() - start
         if message is None:
             raise self._fail(f"took longer than {self.limits.parse_timeout_s:g} s to parse (LOUPE_PARSE_TIMEOUT_S)")
-        if message[0] in ("opened", "item"):
+        if message[0] in ("opened", "item", "progress"):
             return message
         if message[0] == "done":
             self.end(reuse=True)
@@ -207,16 +208,20 @@ class _RemoteItems(Iterator[Item]):
         self._parsed = weakref.ref(parsed)  # not a strong one: ParsedFile holds this iterator
 
     def __next__(self) -> Item:
-        if self._session.finished:
-            raise StopIteration
-        message = self._session.receive()
-        parsed = self._parsed()
-        if parsed is not None:
-            parsed.warnings.extend(message[-2])
-            parsed.ocr_seconds = message[-1]
-        if message[0] == "done":
-            raise StopIteration
-        return message[1]
+        while not self._session.finished:
+            message = self._session.receive()
+            parsed = self._parsed()
+            if message[0] == "progress":  # ("progress", stage, page, page count): no item yet
+                if parsed is not None and parsed.on_progress is not None:
+                    parsed.on_progress(*message[1:])
+                continue
+            if parsed is not None:
+                parsed.warnings.extend(message[-2])
+                parsed.ocr_seconds = message[-1]
+            if message[0] == "done":
+                break
+            return message[1]
+        raise StopIteration
 
     def close(self) -> None:
         """Abandons the rest of the file: the worker may be mid-page, so it is killed, not reused."""
@@ -251,13 +256,18 @@ def _serve(connection: Connection) -> None:
 
 
 def _stream(connection: Connection, path: Path, engine: OcrEngine | None, limits: ReadLimits) -> None:
-    """Sends ("opened", ...), then ("item", item, new warnings, OCR seconds) per item, then ("done", ...)."""
+    """Sends ("opened", ...), then ("item", item, new warnings, OCR seconds) per item, with ("progress", "ocr",
+    page, page count) as OCR starts on a page, then ("done", ...)."""
     ocr_before = engine.seconds if engine else 0.0
     try:
         parsed = read_file(path, engine, limits)
         connection.send(("opened", parsed.kind, parsed.page_count, list(parsed.warnings)))
+        pages = _PageReporter(connection, parsed.page_count)
+        if engine:
+            engine.on_recognise = pages.recognising
         sent = len(parsed.warnings)
         for item in parsed.items:
+            pages.last_page = item.page
             connection.send(("item", item, parsed.warnings[sent:], engine.seconds - ocr_before if engine else 0.0))
             sent = len(parsed.warnings)
         connection.send(("done", parsed.warnings[sent:], engine.seconds - ocr_before if engine else 0.0))
@@ -267,6 +277,27 @@ def _stream(connection: Connection, path: Path, engine: OcrEngine | None, limits
         raise
     except Exception as exc:  # noqa: BLE001 - a reader bug: the parent logs the traceback and fails the file
         connection.send(("failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+    finally:
+        if engine:
+            engine.on_recognise = None
+
+
+class _PageReporter:
+    """Sends ("progress", "ocr", page, page count) once per page as OCR starts on it. A reader that does not name
+    the page has it taken as the one after the last page items came from: pages are read in order, and the
+    reader yields a page's items once its OCR is done."""
+
+    def __init__(self, connection: Connection, page_count: int) -> None:
+        self.connection = connection
+        self.page_count = page_count
+        self.last_page = 0  # the page of the last item sent
+        self._reported = 0
+
+    def recognising(self, page: int | None) -> None:
+        page = page or min(self.last_page + 1, self.page_count)
+        if page != self._reported:
+            self._reported = page
+            self.connection.send(("progress", "ocr", page, self.page_count))
 
 
 def _limit_address_space(extra_bytes: int) -> None:

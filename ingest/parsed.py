@@ -5,7 +5,7 @@ Readers yield these lazily so that a 2,000-page PDF never sits in memory whole.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,3 +72,6 @@ class ParsedFile:
     items: Iterator[Item]
     warnings: list[str] = field(default_factory=list)  # non-fatal problems (a page that failed OCR, ...)
     ocr_seconds: float = 0.0  # spent in OCR so far, when the file is parsed in a worker (ingest.parse_worker)
+    # Hears (stage, page, page_count) as the worker begins work on a page ("ocr" as it starts recognising one),
+    # while the items are consumed: a scanned page takes seconds before its first item comes.
+    on_progress: Callable[[str, int, int], None] | None = None

@@ -32,11 +32,11 @@ from ingest.readers import SUPPORTED_SUFFIXES, open_regular_file
 from rag.embedder import Embedder
 from rag.errors import LoupeError
 from rag.image_embedder import ImageEmbedder
-from rag.lexical_index import LexicalIndex
 from rag.records import DocumentInfo, ImageRecord, NewChunk, NewDocument, indexed_text
 from rag.sentence_vectors import embed_chunk_sentences
 from rag.settings import Settings
 from rag.store import DuplicateDocument, KnowledgeBase, StagedDocument
+from rag.store_api import lexical_index
 from rag.wording import counted
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 STAGES = ("parse", "ocr", "embed", "embed sentences", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
 
-# (file name, stage, done, total); stages: parse, embed, index, done, and duplicate or failed as soon as known
+# (file name, stage, done, total); stages: parse (page done of pages), ocr (page begun), embed, index, done, and
+# duplicate or failed as soon as known
 ProgressCallback = Callable[[str, str, int, int], None]
 
 
@@ -162,7 +163,7 @@ class Ingestor:
         start = time.perf_counter()
         self.kb.flush()
         if report.totals()["files"]:
-            LexicalIndex.for_store(self.kb).refresh()  # rebuild BM25 now, not on the first question after
+            lexical_index(self.kb).refresh()  # rebuild BM25 now, not on the first question after
         report.seconds["index"] += time.perf_counter() - start
         report.images_waiting = len(self.kb.images_waiting())
         return report
@@ -193,8 +194,10 @@ class Ingestor:
             return FileOutcome(str(path), "duplicate", f"{name}: same content as '{pending[sha]}' in this batch; "
                                "nothing added")
         start = time.perf_counter()
+        notify(name, "parse", 0, 0)  # started, while the worker opens the file (and loads its OCR models)
         # an untrusted file is parsed (and OCR'd) in a worker process, within time and memory limits
         parsed = read_file_bounded(path, self.ocr, ReadLimits.from_settings(self.settings))
+        parsed.on_progress = lambda stage, page, pages: notify(name, stage, page, pages)  # OCR, page by page
         notify(name, "parse", 0, parsed.page_count)
         batches = self._batches(parsed, notify, name)
         first = next(batches)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from rag.calibration import cutoffs_for
 from rag.errors import LoupeError, TooLarge
 from rag.generator import Generator
 from rag.grounding import AnswerChecker, SentenceSupport, check_answer, cite, cited, content_words, split_sentences
@@ -31,10 +32,8 @@ from rag.store import KnowledgeBase
 
 logger = logging.getLogger(__name__)
 
-# Cosine similarity (all-MiniLM-L6-v2) under which the best passage is taken to be off-topic.
-MIN_PASSAGE_SIMILARITY = 0.25
-# An extractive sentence must be at least this similar to the question, and near the best one.
-MIN_SENTENCE_SIMILARITY = 0.3
+# The cosines under which the best passage is taken to be off-topic, and under which a sentence is not quoted, are
+# calibrated for each text embedder (rag.calibration; all-MiniLM-L6-v2 gets 0.25 and 0.3).
 SENTENCE_MARGIN = 1.0  # in fused z-score units: about one standard deviation of each method
 MAX_EXTRACTED_SENTENCES = 3
 # answer-first: the model's own line after the quote is one short sentence.
@@ -159,12 +158,13 @@ class Assistant:
         question_vector = self.retriever.embed_query(question)  # once: retrieval and the sentence ranking use it
         passages = self.retriever.search(question, k, vector=question_vector)
         ranked: list[RankedSentence] = []
-        if _answerable(passages):
+        cutoffs = cutoffs_for(self.retriever.text_embedder, self.settings.cache_dir)
+        if _answerable(passages, cutoffs.passage):
             neighbours = self._neighbours(passages)
-            ranked = self._rank_sentences(question, question_vector, passages, neighbours)
+            ranked = self._rank_sentences(question, question_vector, passages, neighbours, cutoffs.sentence)
             passages, ranked = _with_used_neighbours(passages, neighbours, ranked)
         answer = Answer(question, "", mode, _sources(passages))
-        quoted = _best_sentences(ranked)
+        quoted = _best_sentences(ranked, cutoffs.sentence)
         answer.seconds["retrieve"] = time.perf_counter() - start
         if quoted:
             yield Retrieved(list(answer.sources))
@@ -256,8 +256,8 @@ class Assistant:
         return [Passage(chunk, 0.0) for chunk in around if chunk.id not in returned]
 
     def _rank_sentences(self, question: str, question_vector: np.ndarray, passages: list[Passage],
-                        neighbours: list[Passage]) -> list[RankedSentence]:
-        """The passages' sentences, best first; empty when none is similar enough to the question.
+                        neighbours: list[Passage], min_cosine: float) -> list[RankedSentence]:
+        """The passages' sentences, best first; empty when none is at least `min_cosine` similar to the question.
 
         Sentences are ranked as retrieval used to rank chunks: the z-scores of their cosine similarity and of
         their BM25 score (the words they share with the question, rare words counting most) added with equal
@@ -269,7 +269,7 @@ class Assistant:
             return []
         sentences = [c.text for c in candidates]
         cosines = np.stack([c.vector for c in candidates]) @ question_vector
-        if float(cosines.max()) < MIN_SENTENCE_SIMILARITY:
+        if float(cosines.max()) < min_cosine:
             return []
         lexical = bm25_scores(question, sentences)
         fused = fuse([dict(enumerate(cosines.tolist())), {i: float(v) for i, v in enumerate(lexical) if v > 0}],
@@ -390,14 +390,14 @@ def _with_used_neighbours(passages: list[Passage], neighbours: list[Passage],
     return passages + [neighbours[n - len(passages) - 1] for n in used], kept
 
 
-def _best_sentences(ranked: list[RankedSentence]) -> list[RankedSentence]:
+def _best_sentences(ranked: list[RankedSentence], min_cosine: float) -> list[RankedSentence]:
     """The sentences that answer: up to MAX_EXTRACTED_SENTENCES near the best one and similar enough to the
     question. None means the documents don't say."""
     if not ranked:
         return []
     best = ranked[0].score
     chosen = [r for r in ranked[:MAX_EXTRACTED_SENTENCES]
-              if r.score >= best - SENTENCE_MARGIN and r.cosine >= MIN_SENTENCE_SIMILARITY]
+              if r.score >= best - SENTENCE_MARGIN and r.cosine >= min_cosine]
     return _with_antecedents(chosen, ranked)
 
 
@@ -455,11 +455,11 @@ def _sources(passages: list[Passage]) -> list[Source]:
                    p.chunk.id) for n, p in enumerate(passages, start=1)]
 
 
-def _answerable(passages: list[Passage]) -> bool:
+def _answerable(passages: list[Passage], min_cosine: float) -> bool:
     if not passages:
         return False
     similarities = [p.dense_score for p in passages if p.dense_score is not None]
-    return not similarities or max(similarities) >= MIN_PASSAGE_SIMILARITY
+    return not similarities or max(similarities) >= min_cosine
 
 
 def _mark_cited(answer: Answer) -> None:

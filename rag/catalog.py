@@ -64,13 +64,36 @@ CREATE TABLE IF NOT EXISTS images (
 CREATE INDEX IF NOT EXISTS images_document ON images (document_id);
 CREATE INDEX IF NOT EXISTS images_sha ON images (sha256);
 """
+# The change log: which chunk and image vectors each write added or removed (kind 'chunk' or 'image'). The indexes
+# (FAISS, BM25) are saved whole only now and then, and catch up from their saved generation by reading what
+# changed since, instead of the whole catalog: so a write costs in proportion to itself, not to the store. The
+# log is complete for every generation above the meta value 'changes_from'; older rows are pruned.
+CHANGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS changes (
+    generation INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    item INTEGER NOT NULL,
+    added INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_generation ON changes (generation);
+"""
 
+_IDS_PER_QUERY = 10_000
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, d.name, d.path, c.page, c.heading, c.text"
 _IMAGE_COLUMNS = "i.id, i.document_id, d.name, i.page, i.name, i.file, i.vector IS NOT NULL"
 
 
+class Changes(NamedTuple):
+    """What the writes after one generation did to the vectors of one kind, as a net effect: ids that existed
+    then and are gone now, and ids added since that still exist (ids are never reused, so nothing is both)."""
+
+    removed: list[int]
+    added: list[int]
+
+
 class Removed(NamedTuple):
-    """What deleting a document took away: ids for the vector indexes, file names for the image sweep."""
+    """What deleting a document took away: ids for the vector indexes (images with a vector only), file names for
+    the image sweep."""
 
     chunk_ids: list[int]
     image_ids: list[int]
@@ -121,19 +144,29 @@ class Catalog:
         return self.get_meta("schema_version") if has_meta else None
 
     def _create_schema(self) -> None:
-        # Statement by statement: executescript() would COMMIT the surrounding transaction first.
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                self.conn.execute(statement)
+        self._execute_script(SCHEMA + CHANGES_SCHEMA)
         self.set_meta("schema_version", SCHEMA_VERSION)
+        self.set_meta("changes_from", "0")
 
     def _add_missing_columns(self) -> None:
-        """Columns added since schema 1, each nullable, so that older stores open and older Loupes still read
-        newer ones (they name their columns)."""
+        """Columns and tables added since schema 1, each optional, so that older stores open and older Loupes
+        still read newer ones (they name their columns)."""
         if "sentence_vectors" not in self._columns("chunks"):
             with self.transaction():
                 if "sentence_vectors" not in self._columns("chunks"):  # another process may have added it
                     self.conn.execute("ALTER TABLE chunks ADD COLUMN sentence_vectors BLOB")
+        if self.get_meta("changes_from") is None:
+            with self.transaction():
+                if self.get_meta("changes_from") is None:
+                    self._execute_script(CHANGES_SCHEMA)
+                    # an older store logged nothing: its log starts now
+                    self.set_meta("changes_from", str(self.generation()))
+
+    def _execute_script(self, script: str) -> None:
+        # Statement by statement: executescript() would COMMIT the surrounding transaction first.
+        for statement in script.split(";"):
+            if statement.strip():
+                self.conn.execute(statement)
 
     def _columns(self, table: str) -> set[str]:
         return {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
@@ -194,6 +227,39 @@ class Catalog:
     def generation(self) -> int:
         return int(self.get_meta("generation") or 0)
 
+    # --- change log ---------------------------------------------------------------------------
+    def log_changes(self, generation: int, kind: str, ids: Sequence[int], added: bool) -> None:
+        self.conn.executemany("INSERT INTO changes (generation, kind, item, added) VALUES (?, ?, ?, ?)",
+                              ((generation, kind, int(i), int(added)) for i in ids))
+
+    def changes_since(self, generation: int, kind: str) -> Changes | None:
+        """The net change to `kind`'s vectors after `generation`; None when the log no longer reaches back
+        that far (pruned, or a store older than the log): the caller then reads everything."""
+        if generation < int(self.get_meta("changes_from") or 0):
+            return None
+        rows = self.conn.execute("SELECT item, added FROM changes WHERE generation > ? AND kind = ?",
+                                 (generation, kind)).fetchall()
+        added = {item for item, was_added in rows if was_added}
+        removed = {item for item, was_added in rows if not was_added}
+        return Changes(sorted(removed - added), sorted(added - removed))
+
+    def prune_changes(self, upto_generation: int) -> None:
+        """Forget the changes of generations up to this one (every saved index is at least that recent)."""
+        if upto_generation <= int(self.get_meta("changes_from") or 0):
+            return
+        self.conn.execute("DELETE FROM changes WHERE generation <= ?", (upto_generation,))
+        self.set_meta("changes_from", str(upto_generation))
+
+    def _next_ids(self, table: str, count: int) -> int:
+        """The first of `count` new ids for `table`, never one a deleted row had: an approximate index keeps a
+        removed id as a tombstone, which a new row under the same id would inherit. (SQLite alone hands out
+        max(id) + 1, so deleting the newest document would free its ids.)"""
+        key = f"last_{table}_id"
+        highest = self.conn.execute(f"SELECT COALESCE(MAX(id), 0) FROM {table}").fetchone()[0]
+        first = max(int(self.get_meta(key) or 0), int(highest)) + 1
+        self.set_meta(key, str(first + count - 1))
+        return first
+
     def bump_generation(self) -> int:
         new = self.generation() + 1
         self.set_meta("generation", str(new))
@@ -210,9 +276,11 @@ class Catalog:
     def delete_document(self, document_id: int) -> Removed:
         """Delete a document with its chunks and images."""
         chunk_ids = [r[0] for r in self.conn.execute("SELECT id FROM chunks WHERE document_id = ?", (document_id,))]
-        images = self.conn.execute("SELECT id, file FROM images WHERE document_id = ?", (document_id,)).fetchall()
+        images = self.conn.execute("SELECT id, file, vector IS NOT NULL FROM images WHERE document_id = ?",
+                                   (document_id,)).fetchall()
         self.conn.execute("DELETE FROM documents WHERE id = ?", (document_id,))
-        return Removed(chunk_ids, [image_id for image_id, _ in images], {file for _, file in images})
+        return Removed(chunk_ids, [image_id for image_id, _, embedded in images if embedded],
+                       {file for _, file, _ in images})
 
     def document_by_sha(self, sha256: str) -> DocumentInfo | None:
         return next(iter(self.documents("WHERE d.sha256 = ?", (sha256,))), None)
@@ -235,18 +303,17 @@ class Catalog:
     def add_chunks(self, document_id: int, first_ordinal: int, chunks: list[NewChunk], vectors: np.ndarray,
                    sentence_vectors: Sequence[np.ndarray | None] | None = None) -> list[int]:
         """Insert chunks with their vectors and (optionally) their sentences' vectors (rag.sentence_vectors)."""
-        ids = []
+        first_id = self._next_ids("chunks", len(chunks))
         sentence_vectors = sentence_vectors if sentence_vectors is not None else [None] * len(chunks)
-        for offset, (chunk, vector, sentences) in enumerate(zip(chunks, vectors, sentence_vectors, strict=True)):
-            sentences_blob = None if sentences is None else pack(chunk.text, sentences)
-            cursor = self.conn.execute(
-                "INSERT INTO chunks (document_id, ordinal, page, heading, text, ocr, vector, sentence_vectors) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (document_id, first_ordinal + offset, chunk.page, chunk.heading, chunk.text, int(chunk.ocr),
-                 np.asarray(vector, np.float32).tobytes(), sentences_blob),
-            )
-            ids.append(int(cursor.lastrowid))
-        return ids
+        parts = zip(chunks, vectors, sentence_vectors, strict=True)
+        rows = [(first_id + offset, document_id, first_ordinal + offset, chunk.page, chunk.heading, chunk.text,
+                 int(chunk.ocr), np.asarray(vector, np.float32).tobytes(),
+                 None if sentences is None else pack(chunk.text, sentences))
+                for offset, (chunk, vector, sentences) in enumerate(parts)]
+        self.conn.executemany(
+            "INSERT INTO chunks (id, document_id, ordinal, page, heading, text, ocr, vector, sentence_vectors) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return [row[0] for row in rows]
 
     def chunk_vectors(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
         """The stored vectors of these chunks, as ingest made them."""
@@ -262,8 +329,13 @@ class Catalog:
         return {chunk_id: vectors for chunk_id, vectors in unpacked.items() if vectors is not None}
 
     def _by_ids(self, query: str, ids: Iterable[int]) -> list[tuple]:
+        """Rows for ids, asked in batches of _IDS_PER_QUERY (SQLite caps the parameters of one statement)."""
         ids = list(ids)
-        return self.conn.execute(query.format(",".join("?" * len(ids))), ids).fetchall() if ids else []
+        rows: list[tuple] = []
+        for start in range(0, len(ids), _IDS_PER_QUERY):
+            part = ids[start:start + _IDS_PER_QUERY]
+            rows += self.conn.execute(query.format(",".join("?" * len(part))), part).fetchall()
+        return rows
 
     def chunks(self, ids: Iterable[int]) -> dict[int, ChunkRecord]:
         ids = list(ids)
@@ -285,6 +357,10 @@ class Catalog:
         )
         return [ChunkRecord(*row) for row in rows]
 
+    def chunk_texts(self, ids: Iterable[int]) -> list[tuple[int, str | None, str]]:
+        """(id, heading, text) of these chunks, in id order; ids that are gone are left out."""
+        return sorted(self._by_ids("SELECT id, heading, text FROM chunks WHERE id IN ({})", ids))
+
     def iter_chunk_texts(self) -> Iterator[tuple[int, str | None, str]]:
         """(id, heading, text) of every chunk, in id order."""
         yield from self.conn.execute("SELECT id, heading, text FROM chunks ORDER BY id")
@@ -296,11 +372,12 @@ class Catalog:
     def add_image(self, document_id: int, page: int, name: str, sha256: str, file: str,
                   vector: np.ndarray | None) -> int:
         blob = None if vector is None else np.asarray(vector, np.float32).tobytes()
-        cursor = self.conn.execute(
-            "INSERT INTO images (document_id, page, name, sha256, file, vector) VALUES (?, ?, ?, ?, ?, ?)",
-            (document_id, page, name, sha256, file, blob),
+        image_id = self._next_ids("images", 1)
+        self.conn.execute(
+            "INSERT INTO images (id, document_id, page, name, sha256, file, vector) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (image_id, document_id, page, name, sha256, file, blob),
         )
-        return int(cursor.lastrowid)
+        return image_id
 
     def set_image_vector(self, image_id: int, vector: np.ndarray) -> bool:
         """Store an image's vector; False when the image is gone (its document was deleted meanwhile)."""
@@ -341,6 +418,11 @@ class Catalog:
 
     def image_files_in_use(self) -> set[str]:
         return {row[0] for row in self.conn.execute("SELECT DISTINCT file FROM images")}
+
+    def image_vectors(self, ids: Iterable[int], dim: int) -> dict[int, np.ndarray]:
+        """The stored vectors of these images (those embedded)."""
+        rows = self._by_ids("SELECT id, vector FROM images WHERE vector IS NOT NULL AND id IN ({})", ids)
+        return {row[0]: np.frombuffer(row[1], np.float32).reshape(dim) for row in rows}
 
     def iter_image_vectors(self, dim: int, batch: int = 4096) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         rows = self.conn.execute("SELECT id, vector FROM images WHERE vector IS NOT NULL ORDER BY id")

@@ -1,4 +1,5 @@
-"""The command line: `python -m rag ingest|ask|search|list|delete|embed-images|export-onnx|eval|finetune`.
+"""The command line: `python -m rag ingest|ask|search|list|delete|embed-images|export-onnx|eval|finetune|explore|
+reembed`.
 
 This module is an entry point, like app.py: it builds Settings once and wires rag and ingest together,
 so it is the one module in `rag` that imports `ingest`.
@@ -15,8 +16,9 @@ from pathlib import Path
 
 from rag.errors import LoupeError
 from rag.logs import configure_logging
-from rag.records import place
+from rag.records import heading_parts, place
 from rag.settings import (
+    ANN_KINDS,
     ANSWER_MODES,
     EMBEDDERS,
     GENERATOR_BACKENDS,
@@ -51,12 +53,14 @@ def add_embedder_flags(add: Callable[..., object]) -> None:
     add("--openai-model", dest="openai_model",
         help="the embeddings server's model name (default text-embedding-3-small; env LOUPE_OPENAI_MODEL)")
     add("--embed-dims", dest="embed_dims", type=int,
-        help="dimensions to keep by PCA, 0 = all (not implemented yet; env LOUPE_EMBED_DIMS)")
+        help="dimensions to keep by PCA fitted on the knowledge base's own chunks, 0 = all; `reembed --embed-dims N` "
+             "fits it (env LOUPE_EMBED_DIMS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", type=Path, help="knowledge-base folder (env LOUPE_STORE)")
+    common.add_argument("--store", help="knowledge-base folder, or a PostgreSQL URL "
+                        "postgresql://user@host:5432/db[?kb=NAME] (env LOUPE_STORE)")
     common.add_argument("--json", action="store_true", help="print JSON")
     common.add_argument("--device", choices=("auto", "cpu", "cuda"), help="env LOUPE_DEVICE")
     common.add_argument("--text-model", dest="text_model", help="Sentence-BERT model (env LOUPE_TEXT_MODEL)")
@@ -64,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--clip-model", dest="clip_model", help="open_clip architecture (env LOUPE_CLIP_MODEL)")
     common.add_argument("--clip-pretrained", dest="clip_pretrained",
                         help="open_clip weights tag or file (env LOUPE_CLIP_PRETRAINED)")
+    common.add_argument("--ann", dest="ann", choices=ANN_KINDS,
+                        help="vector search of a folder store: auto (exact below --ann-threshold chunks, HNSW from "
+                             "there), flat (always exact) or hnsw (env LOUPE_ANN)")
+    common.add_argument("--ann-threshold", dest="ann_threshold", type=int,
+                        help="chunks from which --ann auto searches an HNSW graph (default 50000; env "
+                             "LOUPE_ANN_THRESHOLD)")
     common.add_argument("--log-level", dest="log_level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="env LOUPE_LOG_LEVEL (default INFO)")
 
@@ -103,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
     from rag.finetune import add_finetune_parser
 
     add_finetune_parser(commands, common)
+    from rag.explore.command import add_explore_parser
+
+    add_explore_parser(commands, common)
+    from rag.reembed import add_reembed_parser
+
+    add_reembed_parser(commands, common)
     return parser
 
 
@@ -201,8 +217,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         rows = [{"file": h.image.file, "page": h.image.page, "name": h.image.name, "score": round(h.score, 4),
                  "path": str(retriever.kb.image_path(h.image))} for h in hits]
     else:
-        rows = [{"file": p.chunk.file, "page": p.chunk.page, "heading": p.chunk.heading, "text": p.chunk.text,
-                 "score": round(p.score, 4)} for p in retriever.search(args.query, k)]
+        rows = [{"file": p.chunk.file, "page": p.chunk.page, "heading": heading_parts(p.chunk.heading)[0],
+                 "link": heading_parts(p.chunk.heading)[1], "text": p.chunk.text, "score": round(p.score, 4)}
+                for p in retriever.search(args.query, k)]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
@@ -218,7 +235,9 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps([vars(d) for d in documents], indent=2))
         return 0
     if not documents:
-        print(f"no documents in {settings.store}")
+        from rag.store_factory import describe
+
+        print(f"no documents in {describe(settings.store)}")
     for d in documents:
         waiting = f" ({d.images_waiting} waiting for CLIP)" if d.images_waiting else ""
         print(f"{d.id:>5}  {d.name}  [{d.kind}] {d.pages} pages, {d.chunks} chunks, {d.images} images{waiting}, "
@@ -248,14 +267,17 @@ def cmd_embed_images(args: argparse.Namespace, settings: Settings) -> int:
 def _open_without_models(settings: Settings):
     """The configured store, opened to list or delete: no model is loaded (about 1 s instead of 10)."""
     from rag.embedder import recorded_model_name
-    from rag.store import KnowledgeBase
+    from rag.store_factory import open_existing
 
-    return KnowledgeBase.open_existing(settings.store, recorded_model_name(settings), use_gpu=settings.device != "cpu")
+    return open_existing(settings, recorded_model_name(settings))
 
 
 def _existing_store(models, settings: Settings):
     from rag.store import require_store
+    from rag.store_api import is_database_url
 
+    if is_database_url(settings.store):  # opened with create=False: a missing knowledge base is an error
+        return models.open_store(create=False)
     require_store(settings.store)
     return models.open_store()
 
@@ -281,6 +303,19 @@ def cmd_finetune(args: argparse.Namespace, settings: Settings) -> int:
     return run_finetune(args, settings)
 
 
+def cmd_explore(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.explore.command import run_explore
+
+    return run_explore(args, settings)
+
+
+def cmd_reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from rag.reembed import run_reembed
+
+    return run_reembed(args, settings)
+
+
 COMMANDS = {"ingest": cmd_ingest, "ask": cmd_ask, "search": cmd_search, "list": cmd_list, "delete": cmd_delete,
             "embed-images": cmd_embed_images, "export-onnx": cmd_export_onnx, "eval": cmd_eval,
-            "finetune": cmd_finetune}
+            "finetune": cmd_finetune, "explore": cmd_explore,
+            "reembed": cmd_reembed}

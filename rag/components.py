@@ -16,7 +16,8 @@ from rag.generator import Generator, build_generator
 from rag.image_embedder import ImageEmbedder, load_image_embedder
 from rag.retrieval import Retriever
 from rag.settings import Settings
-from rag.store import KnowledgeBase
+from rag.store_api import KnowledgeBaseStore
+from rag.store_factory import open_from_settings
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +67,12 @@ class Models:
                                                   self.text_embedder.gate or ComputeGate())
             return self._generator
 
-    def open_store(self, folder: Path | None = None) -> KnowledgeBase:
-        return KnowledgeBase(folder or self.settings.store, self.text_embedder.model_id,
-                             self.image_embedder.model_id if self.image_embedder else None,
-                             use_gpu=self.settings.device != "cpu")
+    def open_store(self, location: Path | str | None = None, create: bool = True) -> KnowledgeBaseStore:
+        """The configured store, or `location` (a folder, or a URL naming a knowledge base in a database), for these
+        models; `create` False refuses one that does not exist yet."""
+        return open_from_settings(self.settings, self.text_embedder.model_id,
+                                  self.image_embedder.model_id if self.image_embedder else None, location, create)
 
-    def assistant(self, kb: KnowledgeBase) -> Assistant:
+    def assistant(self, kb: KnowledgeBaseStore) -> Assistant:
         retriever = Retriever(kb, self.text_embedder, self.image_embedder, self.settings.retrieval_mode)
         return Assistant(self.settings, retriever, self.generator)

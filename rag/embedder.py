@@ -132,24 +132,58 @@ def normalized(vectors: np.ndarray) -> np.ndarray:
 
 
 def recorded_model_name(settings: Settings) -> str:
-    """The model name a store records for the settings' embedder, known without loading it (list, delete)."""
+    """The model name a store records for the settings' embedder, known without loading it (list, delete). With
+    embed_dims, the name of the reduction the store's own PCA projection makes (rag.pca)."""
+    if settings.embed_dims:
+        from rag.pca import projection_for
+
+        base = recorded_model_name(settings.with_(embed_dims=0))
+        return projection_for(settings.store, settings.embed_dims, base).model_id().name
     if settings.embedder == "openai":
         return settings.openai_model
     return settings.text_model + (INT8_SUFFIX if settings.embedder == "onnx-int8" else "")
 
 
+class EmbedderWrapper:
+    """An embedder built on another (`base`): the same model, tokens and gate unless a subclass says otherwise; a
+    subclass changes what `embed` gives (a projection, a cache, a test's distortion)."""
+
+    def __init__(self, base: Embedder) -> None:
+        self.base = base
+        self.model_id, self.max_tokens, self.gate = base.model_id, base.max_tokens, base.gate
+
+    @property
+    def dim(self) -> int:
+        return self.base.dim
+
+    def count_tokens(self, text: str) -> int:
+        return self.base.count_tokens(text)
+
+    def count_tokens_batch(self, texts: Sequence[str]) -> list[int]:
+        return self.base.count_tokens_batch(texts)
+
+    def embed(self, texts: Sequence[str], batch_size: int = 0, urgent: bool = False,
+              query: bool = False) -> np.ndarray:
+        return self.base.embed(texts, batch_size, urgent=urgent, query=query)
+
+
 def build_embedder(settings: Settings, device: str = "cpu", gate: ComputeGate | None = None) -> Embedder:
-    """The text embedder the settings ask for: the one place embedders are built from Settings."""
-    if settings.embed_dims:
-        logger.warning("embed_dims %d is set, but dimensionality reduction is not implemented yet: vectors keep "
-                       "their full size", settings.embed_dims)
+    """The text embedder the settings ask for: the one place embedders are built from Settings. With embed_dims,
+    its vectors go through the PCA projection saved in settings.store (rag.pca); ProjectionError when that
+    knowledge base has none of that size yet (`python -m rag reembed --embed-dims N` fits one)."""
     builders: dict[str, Callable[[], Embedder]] = {
         "sbert": lambda: _sbert(settings, device, gate),
         "onnx": lambda: _onnx(settings, gate, quantized=False),
         "onnx-int8": lambda: _onnx(settings, gate, quantized=True),
         "openai": lambda: _openai(settings),
     }
-    return builders[settings.embedder]()
+    if not settings.embed_dims:
+        return builders[settings.embedder]()
+    from rag.pca import ProjectedEmbedder, projection_for
+
+    # Checked before the model loads: a missing projection is known in a millisecond, the model takes seconds.
+    projection = projection_for(settings.store, settings.embed_dims, recorded_model_name(settings.with_(embed_dims=0)))
+    return ProjectedEmbedder(builders[settings.embedder](), projection)
 
 
 def _sbert(settings: Settings, device: str, gate: ComputeGate | None) -> Embedder:

@@ -37,7 +37,7 @@ import numpy as np
 from rag.catalog import Catalog
 from rag.errors import LoupeError
 from rag.grounding import split_sentences
-from rag.records import indexed_text
+from rag.records import heading_parts, indexed_text
 from rag.settings import Settings
 from rag.store import require_store
 
@@ -133,8 +133,9 @@ def build_pairs(chunks: Iterable[Chunk], sentences_per_chunk: int = 1, seed: int
     rng = random.Random(seed)
     pairs: list[Pair] = []
     for chunk_id, heading, text in chunks:
-        if heading and heading.strip() and text.strip():
-            pairs.append(Pair(heading.strip(), text, chunk_id, "heading"))
+        title = heading_parts(heading)[0]
+        if title and title.strip() and text.strip():
+            pairs.append(Pair(title.strip(), text, chunk_id, "heading"))
         sentences = split_sentences(text)
         if len(sentences) < 2:
             continue  # the rest of a one-sentence passage is empty

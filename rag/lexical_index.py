@@ -1,12 +1,21 @@
-"""BM25 over a knowledge base's chunks (bm25s), a cache of the catalog like the FAISS indexes.
+"""BM25 over a knowledge base's chunks, a cache of the catalog like the FAISS indexes, kept in segments.
 
-The index is saved as the folder `bm25-<generation>/` inside the store: written under a temporary name
-and renamed, so a reader never sees half of one. Whenever the catalog's generation differs from the
-loaded index's (an ingest or a delete, in this process or another), the index for the new generation is
-loaded if some process saved it already, else rebuilt from the chunk texts in the catalog. Older
-folders are removed. bm25s cannot add or remove documents in place, so "updated on ingest and delete"
-means rebuilt on the first search after the write; tokenising is the bulk of that (~0.3 s for 1,500
-chunks on 2 cores).
+The index is a list of segments, each an inverted index of some chunks (term frequencies in a compressed
+sparse column matrix) with a mask of the chunks deleted since. Scores are computed at query time from the
+segments' counts, with the collection statistics (number of chunks, document frequencies, average length)
+taken over every live chunk of every segment: so a segmented index scores exactly as one rebuilt from
+scratch would (bm25s's formula, "lucene": idf = ln(1 + (N - df + 0.5) / (df + 0.5)), k1 1.5, b 0.75;
+tests/rag/test_lexical_index.py compares the two).
+
+Updated on ingest and delete at the cost of the change, not of the store: when the catalog's generation moves
+on (in this process or another), the catalog's change log says which chunks came and went; the new chunks
+become a small segment and the deleted ones are masked. Small segments are merged in tiers (four of a size
+make one, as in a log-structured merge), and a segment mostly deleted is rewritten. The whole index is saved
+as a base, the folder `bm25-<generation>/`, only when the changes since the last base reach MERGE_FRACTION
+of it (written under a temporary name and renamed, so a reader never sees half of one); another process
+loads the newest base and replays the log since. A store whose log does not reach back to a base, or one
+without a base, is indexed from all its chunk texts (tokenising is the bulk of that: ~0.3 s for 1,500 chunks
+on 2 cores).
 
 Tokens: lowercased words of two or more letters or digits, bm25s's English stop-word list dropped, and
 Snowball English stems (PyStemmer) so "studies" finds "study". Nothing here is tuned to one data set.
@@ -16,19 +25,22 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import threading
 import weakref
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
 
 from rag.records import indexed_text
-from rag.store import KnowledgeBase
+from rag.store import MERGE_FRACTION, KnowledgeBase
 from rag.vector_index import scratch_path
 
 logger = logging.getLogger(__name__)
@@ -49,12 +61,17 @@ def stemmer():
     return _local.stemmer
 
 
-# Part of every saved index: an index made with another tokenizer is rebuilt rather than misread.
+# Part of every saved index: an index made with another tokenizer or layout is rebuilt rather than misread.
 TOKENIZER = "bm25s-words2+en-stopwords+" + ("snowball-en/1" if stemmer() is not None else "no-stems/1")
+FORMAT = "segments/1"
 _PREFIX = "bm25-"
 _FOLDER = re.compile(r"bm25-(\d+)(?:\.(?:tmp|old)-.*)?")
+_BASE_FOLDER = re.compile(r"bm25-(\d+)")
 _META = "loupe.json"
-_IDS = "chunk_ids.npy"
+K1, B = 1.5, 0.75  # bm25s's defaults, so scores are those of bm25s.BM25 over the same chunks
+SEGMENT_CHUNKS = 250_000  # the largest segment a build or a merge makes: bounds the memory a build takes
+MERGE_TIER = 4  # this many segments of one size tier (a power of four chunks) are merged into one
+REWRITE_DEAD_FRACTION = 0.5  # a segment with more deleted chunks than this is rewritten without them
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
@@ -68,10 +85,109 @@ def tokenize(texts: Sequence[str]) -> list[list[str]]:
 
 
 @dataclass
+class _Segment:
+    """An inverted index of some chunks: for each term, the rows (chunks) that hold it and how often."""
+
+    ids: np.ndarray  # row -> chunk id, ascending
+    lengths: np.ndarray  # tokens per row
+    vocab: dict[str, int]  # term -> column
+    indptr: np.ndarray  # column c's postings are rows[indptr[c]:indptr[c + 1]]
+    rows: np.ndarray
+    tfs: np.ndarray
+    dead: np.ndarray  # rows whose chunk was deleted since
+
+    @classmethod
+    def build(cls, ids: Sequence[int], texts: Sequence[str]) -> _Segment:
+        token_ids, vocab = _token_ids(texts)
+        lengths = np.fromiter((len(t) for t in token_ids), np.int64, len(token_ids))
+        columns = np.fromiter(chain.from_iterable(token_ids), np.int64, int(lengths.sum()))
+        rows = np.repeat(np.arange(len(token_ids), dtype=np.int64), lengths)
+        return cls._from_triples(np.asarray(ids, np.int64), lengths, vocab, columns, rows, None)
+
+    @classmethod
+    def _from_triples(cls, ids: np.ndarray, lengths: np.ndarray, vocab: dict[str, int], columns: np.ndarray,
+                      rows: np.ndarray, counts: np.ndarray | None) -> _Segment:
+        """From (column, row[, count]) triples, in any order, repeats summed."""
+        width = max(1, len(ids))
+        keys = columns * width + rows  # sorted, these are in column order, rows ascending within a column
+        if counts is None:
+            keys, tfs = np.unique(keys, return_counts=True)
+        else:  # merged segments: each key appears once, with its count
+            order = np.argsort(keys, kind="stable")
+            keys, tfs = keys[order], counts[order]
+        columns, rows = np.divmod(keys, width)
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(columns, minlength=len(vocab)))])
+        return cls(ids, lengths.astype(np.int32), vocab, indptr.astype(np.int64), rows.astype(np.int32),
+                   tfs.astype(np.float32), np.zeros(len(ids), bool))
+
+    @classmethod
+    def merge(cls, segments: Sequence[_Segment]) -> _Segment:
+        """One segment of the live chunks of several."""
+        vocab: dict[str, int] = {}
+        ids, lengths, columns, rows, counts = [], [], [], [], []
+        offset = 0
+        for segment in segments:
+            live = ~segment.dead
+            renumber = np.cumsum(live) - 1 + offset  # old row -> new row (for live rows)
+            terms = list(segment.vocab)
+            to_global = np.fromiter((vocab.setdefault(t, len(vocab)) for t in terms), np.int64, len(terms))
+            column_of_posting = np.repeat(np.arange(len(terms)), np.diff(segment.indptr))
+            keep = live[segment.rows]
+            columns.append(to_global[column_of_posting[keep]])
+            rows.append(renumber[segment.rows[keep]])
+            counts.append(segment.tfs[keep])
+            ids.append(segment.ids[live])
+            lengths.append(segment.lengths[live])
+            offset += int(live.sum())
+        return cls._from_triples(np.concatenate(ids), np.concatenate(lengths), vocab, np.concatenate(columns),
+                                 np.concatenate(rows), np.concatenate(counts))
+
+    @property
+    def live(self) -> int:
+        return int(len(self.ids) - self.dead.sum())
+
+    @property
+    def live_length(self) -> int:
+        return int(self.lengths[~self.dead].sum())
+
+    def postings(self, term: str) -> tuple[np.ndarray, np.ndarray] | None:
+        column = self.vocab.get(term)
+        if column is None:
+            return None
+        start, end = self.indptr[column], self.indptr[column + 1]
+        return self.rows[start:end], self.tfs[start:end]
+
+    def kill(self, ids: np.ndarray) -> None:
+        """Mark these chunks deleted (those of them in this segment)."""
+        rows = np.searchsorted(self.ids, ids)
+        found = rows < len(self.ids)
+        rows = rows[found][self.ids[rows[found]] == ids[found]]
+        self.dead[rows] = True
+
+    def save(self, path: Path) -> None:
+        with open(path, "wb") as handle:  # a file object: np.savez would append .npz to the scratch name
+            np.savez(handle, ids=self.ids, lengths=self.lengths, vocab=np.array(list(self.vocab), dtype=str),
+                     indptr=self.indptr, rows=self.rows, tfs=self.tfs, dead=self.dead)
+
+    @classmethod
+    def load(cls, path: Path) -> _Segment:
+        with np.load(path, allow_pickle=False) as data:
+            vocab = {term: column for column, term in enumerate(data["vocab"].tolist())}
+            return cls(data["ids"], data["lengths"], vocab, data["indptr"], data["rows"], data["tfs"], data["dead"])
+
+
+@dataclass
 class _Loaded:
+    """The index at one generation: its segments, and the generation of the base they were saved or built at."""
+
     generation: int
-    ids: np.ndarray  # row of the BM25 matrix -> chunk id
-    model: object | None  # bm25s.BM25; None for a store without chunks
+    segments: list[_Segment] = field(default_factory=list)
+    base_generation: int = -1
+    changes_since_base: int = 0
+
+    @property
+    def live(self) -> int:
+        return sum(s.live for s in self.segments)
 
 
 class LexicalIndex:
@@ -101,18 +217,9 @@ class LexicalIndex:
     def search_many(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]:
         """The best k (chunk id, BM25 score) per query, best first; chunks sharing no term are left out."""
         loaded = self.refresh()
-        if loaded.model is None or k < 1 or not queries:
+        if loaded.live == 0 or k < 1 or not queries:
             return [[] for _ in queries]
-        tokens = tokenize(queries)
-        k = min(k, len(loaded.ids))
-        results: list[list[tuple[int, float]]] = [[] for _ in queries]
-        asked = [i for i, t in enumerate(tokens) if any(w in loaded.model.vocab_dict for w in t)]
-        if not asked:
-            return results
-        rows, scores = loaded.model.retrieve([tokens[i] for i in asked], k=k, show_progress=False, n_threads=0)
-        for i, row, score in zip(asked, rows, scores):
-            results[i] = [(int(loaded.ids[r]), float(s)) for r, s in zip(row, score) if s > 0]
-        return results
+        return [_top(loaded.segments, terms, k) for terms in tokenize(queries)]
 
     @property
     def generation(self) -> int:
@@ -120,94 +227,107 @@ class LexicalIndex:
 
     # --- maintenance --------------------------------------------------------------------------
     def refresh(self) -> _Loaded:
-        """The index for the catalog's current generation: kept, loaded from disk, or rebuilt."""
+        """The index for the catalog's current generation: kept and caught up, loaded from disk, or rebuilt."""
         with self._lock:
             generation = self.kb.generation
-            if self._loaded is not None and self._loaded.generation == generation:
-                return self._loaded
-            saved = self._path(generation).is_dir()
-            loaded = self._load(generation) if saved else None
-            if loaded is None:
-                loaded = self._build()
-                # a saved folder that did not load is replaced, or every new process would rebuild again
-                self._save(loaded, replace=saved and loaded.generation == generation)
-            self._remove_stale(loaded.generation)
+            loaded = self._loaded
+            if loaded is not None and loaded.generation == generation:
+                return loaded
+            if loaded is None or not self._catch_up(loaded):
+                loaded = self._load_newest() or self._build()
+            if loaded.changes_since_base > MERGE_FRACTION * max(1, loaded.live):
+                self._save(loaded)
             self._loaded = loaded
             return loaded
 
+    def _catch_up(self, loaded: _Loaded) -> bool:
+        """Apply the writes since `loaded`'s generation: deleted chunks masked, new ones a new segment, small
+        segments merged. False when the catalog's log no longer reaches back that far."""
+        change = self.kb.chunk_changes(loaded.generation)
+        if change is None:
+            return False
+        generation, changes, added = change
+        removed = np.asarray(changes.removed, np.int64)
+        for segment in loaded.segments:
+            segment.kill(removed)
+        if added:
+            loaded.segments.append(_segment_of(added))
+        loaded.segments = _compacted(loaded.segments)
+        loaded.generation = generation
+        loaded.changes_since_base += len(changes.removed) + len(added)
+        return True
+
     def _path(self, generation: int) -> Path:
         return self.kb.folder / f"{_PREFIX}{generation}"
+
+    def _load_newest(self) -> _Loaded | None:
+        """The newest saved base not newer than the catalog, caught up to the catalog; None when there is none
+        that loads, or the log does not reach back to it."""
+        generation = self.kb.generation
+        saved = sorted((int(m.group(1)) for p in self.kb.folder.glob(f"{_PREFIX}*")
+                        if (m := _BASE_FOLDER.fullmatch(p.name)) and int(m.group(1)) <= generation),
+                       reverse=True)
+        loaded = self._load(saved[0]) if saved else None
+        if loaded is None or not self._catch_up(loaded):
+            return None
+        return loaded
 
     def _load(self, generation: int) -> _Loaded | None:
         path = self._path(generation)
         try:
             meta = json.loads((path / _META).read_text())
-            if meta.get("tokenizer") != TOKENIZER or meta.get("generation") != generation:
-                logger.info("%s was made by another tokenizer or for another generation; rebuilding from the "
-                            "catalog", path.name)
+            if (meta.get("tokenizer"), meta.get("format"), meta.get("generation")) != (TOKENIZER, FORMAT,
+                                                                                        generation):
+                logger.info("%s was made by another tokenizer, layout or for another generation; rebuilding from "
+                            "the catalog", path.name)
                 return None
-            ids = np.load(path / _IDS)
-            if not len(ids):
-                return _Loaded(generation, ids, None)
-            import bm25s
-
-            model = bm25s.BM25.load(str(path), show_progress=False, verbosity=0)
-            return _Loaded(generation, ids, model)
+            segments = [_Segment.load(path / f"segment-{n:04d}.npz") for n in range(meta["segments"])]
+            return _Loaded(generation, segments, base_generation=generation)
         except Exception:  # missing or damaged: the catalog still has every chunk
             logger.warning("cannot load the BM25 index %s; rebuilding from the catalog", path.name, exc_info=True)
             return None
 
     def _build(self) -> _Loaded:
-        """Read the chunks of one generation (read again if a write lands meanwhile) and index them."""
-        while True:
-            generation = self.kb.generation
-            ids, texts = self._chunk_texts()
-            if self.kb.generation == generation:
-                break
-        if not ids:
-            return _Loaded(generation, np.zeros(0, np.int64), None)
-        import bm25s
+        """Index every chunk of one generation, SEGMENT_CHUNKS at a time."""
+        generation, rows = self.kb.chunk_texts_at()
+        segments = [_segment_of(rows[start:start + SEGMENT_CHUNKS]) for start in range(0, len(rows), SEGMENT_CHUNKS)]
+        loaded = _Loaded(generation, segments)
+        loaded.changes_since_base = len(rows) + 1  # never saved: save it
+        return loaded
 
-        model = bm25s.BM25()
-        model.index(tokenize(texts), show_progress=False)
-        return _Loaded(generation, np.asarray(ids, np.int64), model)
-
-    def _chunk_texts(self) -> tuple[list[int], list[str]]:
-        """Each chunk's heading and text: the same words the text embedder saw at ingest."""
-        rows = self.kb.chunk_texts()
-        return [chunk_id for chunk_id, _, _ in rows], [indexed_text(heading, text) for _, heading, text in rows]
-
-    def _save(self, loaded: _Loaded, replace: bool = False) -> None:
-        """Write the index under a temporary name and rename it into place. An existing folder for the same
-        generation is kept (another process saved it first) unless `replace`: then it is renamed aside
+    def _save(self, loaded: _Loaded) -> None:
+        """Write the index as the base of its generation, under a temporary name renamed into place. An existing
+        folder for the same generation (another process saved it first, or a damaged one) is renamed aside
         first, so that a reader finds either the old folder, none, or the new one, never a mix."""
         target = self._path(loaded.generation)
-        if target.exists() and not replace:
-            return
         partial = scratch_path(target)
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir()
         try:
-            if loaded.model is not None:
-                loaded.model.save(str(partial), show_progress=False)
-            np.save(partial / _IDS, loaded.ids)
-            (partial / _META).write_text(json.dumps({"tokenizer": TOKENIZER, "generation": loaded.generation,
-                                                     "chunks": len(loaded.ids)}))
+            for number, segment in enumerate(loaded.segments):
+                segment.save(partial / f"segment-{number:04d}.npz")
+            (partial / _META).write_text(json.dumps({"tokenizer": TOKENIZER, "format": FORMAT,
+                                                     "generation": loaded.generation, "chunks": loaded.live,
+                                                     "segments": len(loaded.segments)}))
             for file in partial.iterdir():
                 with open(file, "rb") as handle:
                     os.fsync(handle.fileno())
-            if replace:
-                self._move_aside(target)
+            self._move_aside(target)
             os.replace(partial, target)
         except OSError:  # e.g. another process renamed its copy in first; this one is not needed
+            logger.info("the BM25 base %s was not saved; another process saved it first", target.name, exc_info=True)
             shutil.rmtree(partial, ignore_errors=True)
+            return
+        loaded.base_generation, loaded.changes_since_base = loaded.generation, 0
+        self._remove_stale(loaded.generation)
+        self.kb.prune_changes()
 
     @staticmethod
     def _move_aside(target: Path) -> None:
         aside = target.with_name(f"{target.name}.old-{os.getpid()}-{threading.get_ident()}")
         try:
             os.replace(target, aside)
-        except FileNotFoundError:  # another process moved it aside first
+        except FileNotFoundError:  # none there, or another process moved it aside first
             return
         shutil.rmtree(aside, ignore_errors=True)
 
@@ -217,6 +337,72 @@ class LexicalIndex:
             match = _FOLDER.fullmatch(path.name)
             if match and int(match.group(1)) < generation and path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
+
+
+def _token_ids(texts: Sequence[str]) -> tuple[list[list[int]], dict[str, int]]:
+    """tokenize()'s tokens as ids, with their vocabulary (cheaper than strings for a big build)."""
+    import bm25s
+
+    stem = stemmer()
+    tokenized = bm25s.tokenize(list(texts), lower=True, stopwords="en",
+                               stemmer=stem.stemWords if stem is not None else None, return_ids=True,
+                               show_progress=False)
+    return tokenized.ids, dict(tokenized.vocab)
+
+
+def _segment_of(rows: Sequence[tuple[int, str | None, str]]) -> _Segment:
+    """A segment of (id, heading, text) rows in id order: the same words the text embedder saw at ingest."""
+    return _Segment.build([chunk_id for chunk_id, _, _ in rows],
+                          [indexed_text(heading, text) for _, heading, text in rows])
+
+
+def _compacted(segments: list[_Segment]) -> list[_Segment]:
+    """Merge MERGE_TIER segments of one size tier into one (up to SEGMENT_CHUNKS), and rewrite mostly-deleted
+    ones: each chunk is merged about log4(N) times over its life, so a write's share stays small."""
+    segments = [s if s.dead.sum() <= REWRITE_DEAD_FRACTION * len(s.ids) else _Segment.merge([s]) for s in segments]
+    segments = [s for s in segments if len(s.ids)]
+    while True:
+        tiers: dict[int, list[int]] = defaultdict(list)
+        for number, segment in enumerate(segments):
+            if segment.live < SEGMENT_CHUNKS:
+                tiers[int(math.log(max(1, segment.live), MERGE_TIER))].append(number)
+        full = next((numbers for numbers in tiers.values() if len(numbers) >= MERGE_TIER), None)
+        if full is None:
+            return segments
+        merged = _Segment.merge([segments[n] for n in full])
+        segments = [s for n, s in enumerate(segments) if n not in full] + [merged]
+
+
+def _top(segments: Iterable[_Segment], terms: list[str], k: int) -> list[tuple[int, float]]:
+    """The best k (chunk id, score) over all segments for one query's terms (repeats count again, as in bm25s),
+    with N, df and the average length over the live chunks of all segments."""
+    segments = list(segments)
+    live = sum(s.live for s in segments)
+    average_length = sum(s.live_length for s in segments) / max(1, live)
+    postings = [[s.postings(t) for s in segments] for t in terms]
+    idf = []
+    for per_segment in postings:
+        df = sum(int((~s.dead[p[0]]).sum()) for s, p in zip(segments, per_segment) if p is not None)
+        idf.append(math.log(1 + (live - df + 0.5) / (df + 0.5)) if df else 0.0)
+    ids, scores = [], []
+    for number, segment in enumerate(segments):
+        parts = [(p[0], w * p[1] / (p[1] + K1 * (1 - B + B * segment.lengths[p[0]] / average_length)))
+                 for w, per_segment in zip(idf, postings) if (p := per_segment[number]) is not None and w]
+        if not parts:
+            continue
+        rows = np.concatenate([r for r, _ in parts])
+        total = np.bincount(rows, weights=np.concatenate([v for _, v in parts]), minlength=len(segment.ids))
+        total[segment.dead] = 0
+        hits = np.flatnonzero(total > 0)
+        ids.append(segment.ids[hits])
+        scores.append(total[hits])
+    if not ids:
+        return []
+    all_ids, all_scores = np.concatenate(ids), np.concatenate(scores)
+    best = np.argpartition(-all_scores, min(k, len(all_scores)) - 1)[:k] if len(all_scores) > k else \
+        np.arange(len(all_scores))
+    best = best[np.lexsort((all_ids[best], -all_scores[best]))]  # score first, ties by id: deterministic
+    return [(int(all_ids[i]), float(all_scores[i])) for i in best]
 
 
 def bm25_scores(query: str, texts: Sequence[str]) -> np.ndarray:

@@ -1,8 +1,13 @@
-"""Knowledge bases as folders under one root: list, create, find and delete them by name.
+"""Knowledge bases by name: list, create, find and delete them, in folders or in one PostgreSQL database.
 
-The root is the parent of the configured store (by default PROJECT_ROOT/"indexes"), and the configured
-store is the default knowledge base. Other knowledge bases are sibling folders holding a catalog. Names
-are plain words (letters, digits, '-' and '_'), so a name can never point outside the root.
+Folders (`Library`): the root is the parent of the configured store (by default PROJECT_ROOT/"indexes"), and the
+configured store is the default knowledge base. Other knowledge bases are sibling folders holding a catalog.
+
+A database (`DatabaseLibrary`, for a `postgresql://` store): each knowledge base is a schema (rag.pg_connect); the
+default is the URL's `kb` ("default" when absent), the others are the database's other Loupe schemas. Its `root`
+is the local working folder of this machine (conversations, upload staging, display copies of images).
+
+Names are plain words (letters, digits, '-' and '_'), so a name can never point outside the root or quote SQL.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import shutil
 from pathlib import Path
 
 from rag.errors import Conflict, LoupeError, NotFound
+from rag.settings import Settings
 from rag.store import CATALOG_FILE
+from rag.store_api import is_database_url
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,47}")  # used with fullmatch: "$" accepts "\n"
 MARKER = ".loupe-kb"  # written by create(), so a new knowledge base is listed before its catalog exists
@@ -88,6 +95,72 @@ class Library:
         if not _is_knowledge_base(folder):
             raise KnowledgeBaseNotFound(f"no knowledge base named {name!r}")
         shutil.rmtree(folder)
+
+
+class DatabaseLibrary:
+    """The knowledge bases of one PostgreSQL database; `path(name)` is the URL that opens one."""
+
+    def __init__(self, url: str, cache_dir: Path) -> None:
+        from rag.pg_connect import parse_location
+        from rag.store_factory import work_folder
+
+        self.location = parse_location(url)
+        self.default = check_name(self.location.kb)
+        self.root = work_folder(self.location, cache_dir).parent
+
+    def _connection(self):
+        from rag.pg_connect import connect
+
+        return connect(self.location)
+
+    def names(self) -> list[str]:
+        """The default first, then every other knowledge base in the database, sorted."""
+        from rag.pg_connect import knowledge_base_names
+
+        with self._connection() as conn:
+            others = [n for n in knowledge_base_names(conn) if n != self.default and NAME_PATTERN.fullmatch(n)]
+        return [self.default, *others]
+
+    def exists(self, name: str) -> bool:
+        try:
+            return name in self.names()
+        except LibraryError:
+            return False
+
+    def path(self, name: str) -> str:
+        """The URL of knowledge base `name` (it holds the password: never show it); LibraryError for a bad name."""
+        return self.location.with_kb(name if name == self.default else check_name(name))
+
+    def create(self, name: str) -> str:
+        """An empty knowledge base: its schema; the tables come when the store first opens it with a model."""
+        from rag.pg_connect import create_schema
+
+        url = self.path(name)
+        if self.exists(name):
+            raise KnowledgeBaseExists(f"a knowledge base named {name!r} already exists")
+        with self._connection() as conn:
+            create_schema(conn, name)
+        return url
+
+    def delete(self, name: str) -> None:
+        """Drop a knowledge base's schema with everything in it. The default one is kept."""
+        from rag.pg_connect import drop_schema
+
+        if name == self.default:
+            raise LibraryError(f"{name!r} is the default knowledge base (the --store URL's); it cannot be deleted")
+        self.path(name)
+        if not self.exists(name):
+            raise KnowledgeBaseNotFound(f"no knowledge base named {name!r}")
+        with self._connection() as conn:
+            drop_schema(conn, name)
+        shutil.rmtree(self.root / name, ignore_errors=True)  # this machine's working copy
+
+
+def library_for(settings: Settings) -> Library | DatabaseLibrary:
+    """The library of the configured store: folders beside it, or the knowledge bases of its database."""
+    if is_database_url(settings.store):
+        return DatabaseLibrary(str(settings.store), settings.cache_dir)
+    return Library.for_store(settings.store)
 
 
 def check_name(name: str) -> str:

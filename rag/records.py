@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 
@@ -52,17 +53,42 @@ class NewChunk:
 PAGED_SUFFIXES = (".pdf", ".docx")
 
 
+# A web page's section keeps its link at the end of its stored heading: "Title {#anchor}", or "Title {URL#anchor}"
+# when the page names its own address (a canonical link, og:url). The braces follow Markdown's heading attributes.
+_HEADING_LINK = re.compile(r"(?P<title>.+?) \{(?P<link>#[^\s{}]+|https?://[^\s{}]+)\}", re.DOTALL)
+
+
+def linked_heading(title: str | None, link: str) -> str | None:
+    """The heading stored for a section with this link ("#anchor" or an http(s) address); the title when none."""
+    return f"{title} {{{link}}}" if title and link else title
+
+
+def heading_parts(heading: str | None) -> tuple[str | None, str]:
+    """(title, link) of a stored heading; the link is "" when the section has none."""
+    match = _HEADING_LINK.fullmatch(heading or "")
+    return (match["title"], match["link"]) if match else (heading, "")
+
+
+def web_link(heading: str | None) -> str:
+    """The address that opens a passage's section on the web ("" when its page named no address of its own)."""
+    link = heading_parts(heading)[1]
+    return link if link.startswith(("https://", "http://")) else ""
+
+
 def place(file: str, page: int, heading: str | None) -> str:
     """Where a passage sits in its document, for a citation: the page (and section) of a PDF or DOCX; the section
-    heading of a web page, Markdown or text file; empty when such a file has no heading."""
+    heading of a web page, Markdown or text file, with its link ("§ Setup (#setup)"); empty when such a file has
+    no heading."""
+    title, link = heading_parts(heading)
     if file.lower().endswith(PAGED_SUFFIXES):
-        return f"p. {page}" + (f" · {heading}" if heading else "")
-    return f"§ {heading}" if heading else ""
+        return f"p. {page}" + (f" · {title}" if title else "")
+    return f"§ {title}" + (f" ({link})" if link else "") if title else ""
 
 
 def indexed_text(heading: str | None, text: str) -> str:
-    """What the text embedder and BM25 see of a chunk: its heading helps both find it."""
-    return f"{heading}\n{text}" if heading else text
+    """What the text embedder and BM25 see of a chunk: its heading's title helps both find it (not its link)."""
+    title = heading_parts(heading)[0]
+    return f"{title}\n{text}" if title else text
 
 
 @dataclass(frozen=True)

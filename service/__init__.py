@@ -4,7 +4,9 @@ The service is split by domain, each part a class of its own:
 - `knowledge_bases.KnowledgeBases`: open each knowledge base once, create and delete them, list documents;
 - `uploads.Uploads`: check, stage and ingest uploaded files, reporting each file's stage;
 - `chat.Answers`: answer questions (follow-ups rewritten with the conversation), keep the chat history;
-- `images.Images`: image search and the display copies the web server may serve.
+- `images.Images`: image search and the display copies the web server may serve;
+- `explore.Explore`: the knowledge base seen as vectors (map, word vectors, similarity, image tags);
+- `embedding.EmbedderJobs`: fine-tune the text embedder on a knowledge base, or re-embed one, in the background.
 
 `LoupeService` wires them to one set of models and gives the web surfaces one object with the verbs they share;
 UI-only work (a passage in context, live ingest progress) goes to the parts themselves.
@@ -12,6 +14,7 @@ UI-only work (a passage in context, live ingest progress) goes to the parts them
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,14 +27,17 @@ from rag.records import DocumentInfo
 from rag.settings import Settings
 from rag.store import KnowledgeBase
 from service.chat import MAX_K, Answers, answer_meta
+from service.embedding import EmbedderJobs
 from service.errors import ServiceError
+from service.explore import Explore
 from service.images import ImageResult, Images
 from service.knowledge_bases import KnowledgeBases
 from service.staging import inside, over_upload_limit, recover_uploads, safe_upload_name
 from service.uploads import FileRow, Uploads
 
-__all__ = ["MAX_K", "Answers", "FileRow", "ImageResult", "Images", "KnowledgeBases", "LoupeService", "ServiceError",
-           "Uploads", "answer_meta", "inside", "over_upload_limit", "recover_uploads", "safe_upload_name"]
+__all__ = ["MAX_K", "Answers", "Explore", "FileRow", "ImageResult", "Images", "KnowledgeBases", "LoupeService",
+           "ServiceError", "Uploads", "answer_meta", "inside", "over_upload_limit", "recover_uploads",
+           "safe_upload_name"]
 
 CONVERSATIONS_FILE = "conversations.sqlite3"
 
@@ -45,6 +51,8 @@ class LoupeService:
         self.uploads = Uploads(settings, models, self.knowledge_bases)
         self.answers = Answers(settings, self.knowledge_bases, self.conversations)
         self.images = Images(models, self.knowledge_bases)
+        self.explore = Explore(settings, models, self.knowledge_bases, self.answers, self.conversations)
+        self.embedding = EmbedderJobs(settings, self.knowledge_bases)
 
     # --- knowledge bases and documents ----------------------------------------------------------
     @property
@@ -88,8 +96,8 @@ class LoupeService:
         return self.answers.concurrency
 
     def chat(self, kb: str | None, question: str, k: int | None = None, mode: str | None = None,
-             session: str | None = None) -> Iterator[Rewrite | str | Answer]:
-        return self.answers.chat(kb, question, k, mode, session)
+             session: str | None = None, stop: threading.Event | None = None) -> Iterator[Rewrite | str | Answer]:
+        return self.answers.chat(kb, question, k, mode, session, stop)
 
     def answer_with_history(self, kb: str | None, question: str, turns: Sequence[Turn], k: int | None = None,
                             mode: str | None = None) -> Iterator[Rewrite | str | Answer]:

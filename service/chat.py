@@ -3,6 +3,7 @@ each browser session's turns; and show a cited passage in its document."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
@@ -31,16 +32,17 @@ class Answers:
         return self.settings.generation_batch + self.settings.max_waiting_questions
 
     def chat(self, kb: str | None, question: str, k: int | None = None, mode: str | None = None,
-             session: str | None = None) -> Iterator[Rewrite | str | Answer]:
+             session: str | None = None, stop: threading.Event | None = None) -> Iterator[Rewrite | str | Answer]:
         """The Rewrite first (what is searched), then pieces of text, then the Answer; a session's turns
-        feed the follow-up rewrite, and the finished turn is stored under the session."""
+        feed the follow-up rewrite, and the finished turn is stored under the session unless `stop` was set
+        meanwhile (the user stopped it: the page shows it as stopped, and so must a reload)."""
         name = kb or self.knowledge_bases.default
         turns = self.conversations.turns(session, name) if session else []
         asked = Rewrite(question, question)
         for event in self.answer_with_history(name, question, turns, k, mode):
             if isinstance(event, Rewrite):
                 asked = event
-            elif isinstance(event, Answer) and session:
+            elif isinstance(event, Answer) and session and not (stop and stop.is_set()):
                 # stored before the answer is shown: a reload right after it must find the turn, and a closed
                 # page cancels the event, so code after the last yield might never run
                 self.conversations.add_turn(session, name, asked.question, event.text, answer_meta(event, asked))

@@ -24,6 +24,7 @@ class ImageResult:
     name: str
     score: float
     path: str  # a copy the UI may serve
+    image_id: int = 0  # the store's id, for what other views know of the image (its tags)
 
 
 class Images:
@@ -59,7 +60,7 @@ class Images:
     def _result(self, kb: str | None, hit: ImageHit) -> ImageResult:
         path = self.knowledge_bases.open(kb).image_path(hit.image)
         return ImageResult(hit.image.file, hit.image.page, hit.image.name, round(hit.score, 4),
-                           str(self.display_copy(path)))
+                           str(self.display_copy(path)), hit.image.id)
 
     def display_copy(self, path: str | Path) -> Path:
         """A copy of a stored image in the temp folder, which the web server may serve (the store may not)."""

@@ -12,20 +12,20 @@ from pathlib import Path
 from rag.answering import Assistant
 from rag.components import Models
 from rag.errors import Busy
-from rag.library import KnowledgeBaseNotFound, Library
+from rag.library import DatabaseLibrary, KnowledgeBaseNotFound, Library, library_for
 from rag.records import DocumentInfo
 from rag.settings import Settings
-from rag.store import KnowledgeBase
+from rag.store_api import KnowledgeBaseStore
 from service.staging import UPLOADS_DIR, recover_uploads
 
 
 class KnowledgeBases:
     def __init__(self, settings: Settings, models: Models) -> None:
         self.models = models
-        self.library = Library.for_store(settings.store)
+        self.library: Library | DatabaseLibrary = library_for(settings)  # folders, or schemas of one database
         self.library.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()  # guards the dictionaries below; held only for moments
-        self._open: dict[str, KnowledgeBase] = {}
+        self._open: dict[str, KnowledgeBaseStore] = {}
         self._assistants: dict[str, Assistant] = {}
         self._ingest_locks: dict[str, threading.Lock] = {}
         self._open_locks: dict[str, threading.Lock] = {}
@@ -37,7 +37,7 @@ class KnowledgeBases:
     def names(self) -> list[str]:
         return self.library.names()
 
-    def open(self, name: str | None = None) -> KnowledgeBase:
+    def open(self, name: str | None = None) -> KnowledgeBaseStore:
         name = name or self.default
         with self._lock:
             if name in self._open:
@@ -47,10 +47,10 @@ class KnowledgeBases:
             with self._lock:
                 if name in self._open:
                     return self._open[name]
-            folder = self.library.path(name)  # refuses a malformed name first
+            location = self.library.path(name)  # a folder or a URL; refuses a malformed name first
             if name != self.default and not self.library.exists(name):
                 raise KnowledgeBaseNotFound(f"no knowledge base named {name!r}")
-            store = self.models.open_store(folder)
+            store = self.models.open_store(location)
             with self.ingest_lock(name):
                 recover_uploads(store)
             with self._lock:
@@ -82,14 +82,19 @@ class KnowledgeBases:
         try:
             if name == self.default or not self.library.exists(name):
                 self.library.delete(name)  # the library's own refusal: default, unknown or invalid name
-            with self._lock:
-                store = self._open.pop(name, None)
-                self._assistants.pop(name, None)
-            if store is not None:
-                store.close()
+            self.release(name)
             self.library.delete(name)
         finally:
             lock.release()
+
+    def release(self, name: str) -> None:
+        """Close this process's store of `name` (a delete, or a re-embed swapping its folder); the next open()
+        opens it afresh."""
+        with self._lock:
+            store = self._open.pop(name, None)
+            self._assistants.pop(name, None)
+        if store is not None:
+            store.close()
 
     def documents(self, name: str | None = None) -> list[DocumentInfo]:
         return self.open(name).documents()

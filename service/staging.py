@@ -1,5 +1,8 @@
 """Upload files on disk: checked names, staging inside a knowledge base's uploads/ folder, and crash recovery.
 
+The folder is the store's local `folder`: the knowledge base itself on the folder backend, this machine's working
+folder for a PostgreSQL one (rag.store_api), where an upload only waits for its ingest.
+
 Pure file handling with no models in it, shared by the knowledge bases (recovery when one opens) and the
 uploads (staging before an ingest), and by the web layer (the same name and size checks on every surface).
 """
@@ -12,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from rag.store import KnowledgeBase
+from rag.store_api import KnowledgeBaseStore
 from service.errors import ServiceError
 
 logger = logging.getLogger(__name__)
@@ -33,7 +36,7 @@ def stage(folder: Path, name: str, source: Path) -> tuple[Path, Path | None]:
     return target, backup
 
 
-def recover_uploads(store: KnowledgeBase) -> None:
+def recover_uploads(store: KnowledgeBaseStore) -> None:
     """Settle what a crash during an ingest left in uploads/: a backup whose file is not the committed version
     goes back in place, other backups go, and files no document references (un-ingested bytes) go."""
     folder = (store.folder / UPLOADS_DIR).resolve()

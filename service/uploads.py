@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLES_DIR = PROJECT_ROOT / "samples"
 _DONE_WORDS = {"embed": "embedded", "index": "indexed"}  # passage-counting stages of the ingest pipeline
+_STAGE_NAMES = {"ocr": "OCR"}  # as the progress table shows the pipeline's stages
 
 
 @dataclass
@@ -36,6 +37,7 @@ class FileRow:
     status: str = ""  # added, replaced, duplicate, failed; empty while it runs
     message: str = ""
     document_id: int | None = None
+    pages_read: float = 0.0  # share of the file's pages read (0 to 1): reading a scan is most of its time
 
     def fail(self, message: str) -> None:
         self.stage, self.status, self.message = "failed", "failed", message
@@ -44,11 +46,18 @@ class FileRow:
     def finished(self) -> bool:
         return bool(self.status)
 
+    @property
+    def share_done(self) -> float:
+        """How much of this file's work is done (0 to 1), for the upload's overall bar: its pages read."""
+        return 1.0 if self.finished else self.pages_read
+
     def show_progress(self, stage: str, done: int, total: int) -> None:
         """Take one progress event of the ingest pipeline: its stage and its counts, in words."""
-        self.stage = stage
+        self.stage = _STAGE_NAMES.get(stage, stage)
         if stage in ("parse", "ocr") and total:
             self.progress = f"page {done} of {total}" if done else f"{counted(total, 'page')} to read"
+            begun = stage == "ocr"  # OCR reports the page it starts on, parse the page it has read
+            self.pages_read = max(0, done - begun) / total
         elif stage in _DONE_WORDS:
             self.progress = f"{counted(done, 'passage')} {_DONE_WORDS[stage]}" + (f" of {total}" if total else "")
         elif done:

@@ -1,15 +1,19 @@
 """The Chat tab: ask, watch the answer stream beside its sources, stop it, open a cited passage in context.
 
-While an answer streams the question box is locked (it says so) and a Stop button takes Send's place. Stop sets
-a flag the streaming handler checks at every piece of the answer: the handler then leaves the answer stream,
-which closes it and so ends the generation on the server at its next step, and ends its own event with the answer
-marked as stopped. (Gradio's `cancels` would close the handler from outside instead, but a piece already on its
-way to the page could then overwrite the "stopped" mark.)
+While an answer streams the question box is locked (it says so) and a Stop button takes Send's place. The answer's
+events are read in a thread of their own (AnswerFeed), so a Stop ends the request at once, even while retrieval
+is still working out the next event: the handler leaves with the answer marked as stopped and the page is ready
+again, and the thread closes the answer stream at its next event. Stopped during retrieval, the stream is closed
+before the generator is ever asked; stopped mid-answer, closing it ends the generation on the server at its next
+step. (Gradio's `cancels` would close the handler from outside instead, but a piece already on its way to the page
+could then overwrite the "stopped" mark.)
 """
 
 from __future__ import annotations
 
 import html
+import logging
+import queue
 import threading
 from collections.abc import Iterator
 from contextlib import closing
@@ -26,6 +30,8 @@ from service import answer_meta
 from ui import views
 from ui.page import PRIVATE, BrowserChats, Page
 from webapi import user_message
+
+logger = logging.getLogger(__name__)
 
 ASK_PLACEHOLDER = "Ask a question… (Enter to send)"
 BUSY_PLACEHOLDER = "Answering… press Stop to ask something else now."
@@ -50,10 +56,61 @@ def gallery(images: list[tuple[str, str]]) -> gr.Gallery:
     return gr.Gallery(value=images, visible=bool(images))
 
 
+class AnswerFeed:
+    """One answer's events, read from the service in a thread of its own ("loupe-answer") and handed over one at a
+    time, so that `stop()` ends the iteration at once, even while the thread is still inside retrieval. The thread
+    asks for the next event only once the reader has taken the last one (the stream keeps the pace of the page, as
+    if the reader ran it), and after a stop it closes the stream instead: a Stop during retrieval closes it at the
+    Retrieved event, before the generator is asked for anything; a Stop mid-answer ends the generation at its next
+    step. A failure in the stream is raised again in the reader."""
+
+    _END = object()
+
+    def __init__(self, events: Iterator[Any], stop: threading.Event) -> None:
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._taken = threading.Semaphore(0)  # released when the reader wants the next event, or on a stop
+        self._stopped = stop  # the service sees it too: a stopped answer is not stored
+        threading.Thread(target=self._pump, args=(events,), name="loupe-answer", daemon=True).start()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped.is_set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._queue.put(self._END)  # wakes a reader waiting for the next event
+        self._taken.release()  # and the thread waiting for the reader
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item = self._queue.get()
+            if item is self._END or self.stopped:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            self._taken.release()
+
+    def _pump(self, events: Iterator[Any]) -> None:
+        try:
+            with closing(events):  # leaving early closes the stream here, in the thread that runs it
+                for event in events:
+                    self._queue.put(event)
+                    self._taken.acquire()
+                    if self.stopped:
+                        return
+        except Exception as error:  # handed to the reader, which says it in the chat (and logs a bug)
+            if self.stopped:  # no reader any more
+                logger.exception("an answer failed after it was stopped")
+            self._queue.put(error)
+        finally:
+            self._queue.put(self._END)
+
+
 class ChatTab:
     def __init__(self, page: Page) -> None:
         self.page = page
-        self._stop_requests: dict[str, threading.Event] = {}  # by the page's Gradio session: one answer at a time
+        self._feeds: dict[str, AnswerFeed] = {}  # the running answer of each page (its Gradio session)
         service, settings = page.service, page.service.settings
         with gr.Tab("Chat", id="chat"):
             with gr.Row():
@@ -180,58 +237,58 @@ class ChatTab:
         history = [{"role": m["role"], "content": views.text_of(m["content"])} for m in history or []]
         history += [{"role": "user", "content": asked}, {"role": "assistant", "content": SEARCHING}]
         page_session = request.session_hash or ""
-        stop = self._stop_requests[page_session] = threading.Event()
+        stop = threading.Event()
+        events = self.page.service.chat(kb, asked, int(k), answer_mode, session_id, stop)
+        feed = self._feeds[page_session] = AnswerFeed(events, stop)
         yield history, *self._cleared_panel(), *input_state(busy=True)
         unchanged = (gr.skip(),) * 5
         try:
-            for update in self._answer_updates(history, asked, session_id, kb, int(k), answer_mode, stop):
+            for update in self._answer_updates(history, asked, feed):
                 yield history, *update, *unchanged[:3]
         except Exception as error:  # the user's to fix, or a bug (logged): said in the chat either way
             history[-1]["content"] = failure_note(error, "answer")
             yield history, *self._cleared_panel(), *unchanged[:3]
         finally:
-            if self._stop_requests.get(page_session) is stop:
-                del self._stop_requests[page_session]
+            feed.stop()  # a no-op once the answer is done; when Gradio closes this handler (the page went), it ends it
+            if self._feeds.get(page_session) is feed:
+                del self._feeds[page_session]
         yield gr.skip(), *unchanged, *input_state(busy=False)
 
     def request_stop(self, request: gr.Request) -> None:
-        """Stop pressed: the page's running answer ends at its next piece (see the module's docstring)."""
-        stop = self._stop_requests.get(request.session_hash or "")
-        if stop is not None:
-            stop.set()
+        """Stop pressed: the page's running answer ends now (see the module's docstring)."""
+        feed = self._feeds.get(request.session_hash or "")
+        if feed is not None:
+            feed.stop()
 
     def _cleared_panel(self) -> tuple:
         return "", [], "", gallery([]), ""
 
-    def _answer_updates(self, history: list[dict], asked: str, session_id: str | None, kb: str, k: int,
-                        mode: str, stop: threading.Event) -> Iterator[tuple]:
+    def _answer_updates(self, history: list[dict], asked: str, feed: AnswerFeed) -> Iterator[tuple]:
         """Stream one answer into history[-1]; yields the panel's values (sources, found, note, gallery,
-        context) as they change. closing(): leaving early (a Stop, or Gradio closing this generator when the
-        page goes) closes the answer stream, which ends the generation."""
+        context) as they change, and a last one with the answer marked as stopped when the feed was stopped."""
         pieces: list[str] = []
-        rewrite, searched = Rewrite(asked, asked), ""
+        rewrite, searched, finished = Rewrite(asked, asked), "", False
         skip = gr.skip()
-        with closing(self.page.service.chat(kb, asked, k, mode, session_id)) as events:
-            for event in events:
-                if stop.is_set():
-                    history[-1]["content"] = views.plain("".join(pieces)) + views.STOPPED
-                    yield skip, skip, searched, skip, skip
-                    return
-                if isinstance(event, Rewrite):
-                    rewrite = event
-                    searched = f"↻ {views.plain(event.explanation)}" if event.rewritten else ""
-                elif isinstance(event, str):
-                    pieces.append(event)
-                    history[-1]["content"] = views.plain("".join(pieces))
-                    yield skip, skip, searched, skip, skip
-                elif isinstance(event, Retrieved):  # the sources, before the answer's text
-                    found = [asdict(source) for source in event.sources]
-                    yield views.sources_html(found), found, searched, skip, skip
-                elif isinstance(event, Answer):
-                    meta = answer_meta(event, rewrite)
-                    history[-1]["content"] = views.answer_markdown(event.text, meta)
-                    cards, found, note, images = views.panel(meta, self.page.service.images.display_copy)
-                    yield cards, found, note, gallery(images), ""
+        for event in feed:
+            if isinstance(event, Rewrite):
+                rewrite = event
+                searched = f"↻ {views.plain(event.explanation)}" if event.rewritten else ""
+            elif isinstance(event, str):
+                pieces.append(event)
+                history[-1]["content"] = views.plain("".join(pieces))
+                yield skip, skip, searched, skip, skip
+            elif isinstance(event, Retrieved):  # the sources, before the answer's text
+                found = [asdict(source) for source in event.sources]
+                yield views.sources_html(found), found, searched, skip, skip
+            elif isinstance(event, Answer):
+                finished = True
+                meta = answer_meta(event, rewrite)
+                history[-1]["content"] = views.answer_markdown(event.text, meta)
+                cards, found, note, images = views.panel(meta, self.page.service.images.display_copy)
+                yield cards, found, note, gallery(images), ""
+        if feed.stopped and not finished:
+            history[-1]["content"] = views.plain("".join(pieces)) + views.STOPPED
+            yield skip, skip, searched, skip, skip
 
     def open_source(self, number: float, found: list[dict], kb: str) -> tuple[str, str]:
         """A citation or a source card clicked: that source's passage in its document, and the card marked."""

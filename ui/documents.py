@@ -1,5 +1,5 @@
-"""The Documents tab: upload files with live progress, the library, deleting a document (asked to confirm), and
-creating or deleting knowledge bases."""
+"""The Documents tab: upload files with live progress, the library, deleting a document (asked to confirm),
+creating or deleting knowledge bases, and the embedder panel (ui.embedder: fine-tune, re-embed)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import gradio as gr
 from rag.records import DocumentInfo
 from ui import views
 from ui.chat import failure_note
+from ui.embedder import EmbedderPanel
 from ui.page import PRIVATE, Page
 from webapi import gradio_error
 
@@ -54,6 +55,7 @@ class DocumentsTab:
                         label="Yes, delete the selected knowledge base and all its documents")
                     self.drop_kb = gr.Button("Delete knowledge base", variant="stop")
                 self.kb_message = gr.Markdown(elem_id="kb-message")
+            self.embedder = EmbedderPanel(page)
         page.shows_documents(self.library, library_rows)
         page.shows_documents(self.doc_pick, document_picker)
         # what an upload or a deletion in the previous knowledge base said is not about this one
@@ -143,3 +145,4 @@ class DocumentsTab:
                              [self.kb_message, page.kb_pick, self.new_kb, *page.switch_outputs], **PRIVATE)
         self.drop_kb.click(self.remove_kb, [page.kb_pick, self.confirm_kb, page.session, page.chats],
                            [self.kb_message, page.kb_pick, self.confirm_kb, *page.switch_outputs], **INGEST)
+        self.embedder.wire()

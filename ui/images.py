@@ -3,6 +3,8 @@ Without CLIP both searches are disabled, and the reason stands beside them."""
 
 from __future__ import annotations
 
+import logging
+
 import gradio as gr
 
 from service import ImageResult
@@ -10,9 +12,13 @@ from ui import views
 from ui.chat import failure_note
 from ui.page import PRIVATE, Page
 
+logger = logging.getLogger(__name__)
 
-def show_images(results: list[ImageResult]) -> tuple[list, str]:
-    items = [(r.path, f"{r.file}, page {r.page} ({r.score:.3f})") for r in results]
+def show_images(results: list[ImageResult], tags: dict[int, list] | None = None) -> tuple[list, str]:
+    """The gallery's items, each captioned with its place, its score and its zero-shot tags (Explore) if known."""
+    tags = tags or {}
+    items = [(r.path, f"{r.file}, page {r.page} ({r.score:.3f})" + "".join(
+        f" · {t.label} {t.score:.2f}" for t in tags.get(r.image_id, [])[:3])) for r in results]
     return items, (f"{len(results)} images; best score {results[0].score:.3f}." if results
                    else "No images in this knowledge base yet.")
 
@@ -44,7 +50,7 @@ class ImagesTab:
 
     def by_text(self, query: str, kb: str) -> tuple[list, str]:
         try:
-            return show_images(self.page.service.search_images(kb, query))
+            return show_images(self.page.service.search_images(kb, query), self._tags(kb))
         except Exception as error:
             return [], failure_note(error, "search images")
 
@@ -52,9 +58,16 @@ class ImagesTab:
         if not path:
             return [], "Upload an image first."
         try:
-            return show_images(self.page.service.similar_images(kb, self.page.received.read(path)))
+            return show_images(self.page.service.similar_images(kb, self.page.received.read(path)), self._tags(kb))
         except Exception as error:
             return [], failure_note(error, "search images")
+
+    def _tags(self, kb: str) -> dict[int, list]:
+        try:
+            return self.page.service.explore.tags_of(kb)
+        except Exception:  # tags only add to a caption: a failure there must not lose the search's results
+            logger.exception("Image tags for the gallery failed")
+            return {}
 
     def wire(self) -> None:
         kb_pick, outputs = self.page.kb_pick, [self.results, self.message]

@@ -9,6 +9,7 @@ from service import LoupeService
 from ui import views
 from ui.chat import ChatTab
 from ui.documents import DocumentsTab
+from ui.explore import ExploreTab
 from ui.images import ImagesTab
 from ui.page import PRIVATE, BrowserChats, Page
 from webapi import ReceivedFiles, add_named_endpoints
@@ -23,7 +24,7 @@ def build_ui(service: LoupeService) -> gr.Blocks:
         gr.Markdown(exposure, visible=bool(exposure), elem_id="exposure-warning")
         page = Page(service, received)
         with gr.Tabs():
-            tabs = [ChatTab(page), DocumentsTab(page), ImagesTab(page)]
+            tabs = [ChatTab(page), DocumentsTab(page), ImagesTab(page), ExploreTab(page)]
         for tab in tabs:
             tab.wire()
         chat = tabs[0]

@@ -6,11 +6,16 @@ Pure functions from the service's records to Markdown, HTML and table rows; the 
 from __future__ import annotations
 
 import html
+import math
 import re
 from pathlib import Path
 
-from rag.records import place
+from rag.finetune import FinetuneReport
+from rag.records import heading_parts, place, web_link
+from rag.reembed import ReembedReport
 from rag.settings import MODE_DESCRIPTIONS
+from rag.wording import counted
+from service.embedding import Job
 from service.uploads import FileRow
 
 DOC_HEADERS = ["ID", "Name", "Type", "Pages", "Chunks", "Images", "Waiting", "Size", "Added"]
@@ -70,16 +75,18 @@ CSS = """
 .loupe-context mark {background: #fde68a; color: inherit; padding: 1px 2px}
 .loupe-hidden {display: none !important}
 .source-cards {display: flex; flex-direction: column; gap: 6px}
-.source-card {display: block; text-align: left; padding: 6px 10px; border: 1px solid var(--border-color-primary);
-  border-radius: 8px;
-  color: inherit !important; text-decoration: none !important; overflow-wrap: anywhere}
+.source-card {text-align: left; border: 1px solid var(--border-color-primary); border-radius: 8px;
+  overflow-wrap: anywhere}
+.source-card .source-open {display: block; text-align: left; padding: 6px 10px; color: inherit !important;
+  text-decoration: none !important}
+.source-web {display: inline-block; padding: 0 10px 6px; font-size: 0.85em}
 .source-card:hover, .source-card.selected {border-color: var(--color-accent);
   background: var(--background-fill-secondary)}
 .source-card .source-head {font-weight: 600} .source-card .source-score {opacity: 0.7; font-weight: normal}
 .source-card .source-text {font-size: 0.9em; opacity: 0.85}
 #chatbot a[href^='#cite-'] {font-weight: 600; text-decoration: none}
 .mode-help p {margin: 0; font-size: 0.85em} .clip-note {font-size: 0.9em}
-#upload-overall progress {width: 100%; height: 10px}
+.loupe-bar progress {width: 100%; height: 10px}
 @media (max-width: 640px) {
   #question-row {flex-wrap: wrap}
   #question-row > * {min-width: 100% !important; flex-basis: 100% !important}
@@ -145,6 +152,24 @@ def clip_note_html(clip_status: str) -> str:
             f"{html.escape(clip_status)}</details>")
 
 
+def citation(file: str, page: int, heading: str | None) -> str:
+    """A passage's file and place, in rag.records.place's words, as escaped HTML: "page.html, § Setup". A section
+    whose page named its own address leaves the address out of the words (web_link_html links it)."""
+    title = heading_parts(heading)[0] if web_link(heading) else heading
+    where = place(file, page, title)
+    return html.escape(file + (f", {where}" if where else ""))
+
+
+def web_link_html(heading: str | None) -> str:
+    """A link that opens the passage's section on the web, in a new tab; "" when its page named no address. The
+    address comes from the document: only http(s) ever gets here (ingest.readers.html), and it is escaped."""
+    address = web_link(heading)
+    if not address:
+        return ""
+    return (f"<a class='source-web' href='{html.escape(address)}' target='_blank' rel='noopener noreferrer nofollow'>"
+            f"Open § {html.escape(heading_parts(heading)[0] or '')} on the web ↗</a>")
+
+
 def sources_html(sources: list[dict], selected: int | None = None) -> str:
     """The sources of an answer as cards; clicking one (or its citation in the answer) opens it in context."""
     if not sources:
@@ -152,14 +177,13 @@ def sources_html(sources: list[dict], selected: int | None = None) -> str:
     cards = []
     for s in sources:
         number = int(s["number"])
-        where = place(s["file"], s["page"], s.get("heading"))
-        head = (f"[{number}]" + (" ✓" if s.get("cited") else "") + f" {html.escape(s['file'])}"
-                + (f", {html.escape(where)}" if where else ""))
+        head = f"[{number}]" + (" ✓" if s.get("cited") else "") + " " + citation(s["file"], s["page"], s.get("heading"))
         snippet = html.escape(" ".join(s["text"].split())[:160]) + "…"
         chosen = " selected" if number == selected else ""
-        cards.append(f"<a class='source-card{chosen}' href='{CITE_PREFIX}{number}' data-source='{number}'>"
+        cards.append(f"<div class='source-card{chosen}' data-source='{number}'>"
+                     f"<a class='source-open' href='{CITE_PREFIX}{number}'>"
                      f"<div class='source-head'>{head} <span class='source-score'>score {s['score']:.3f}</span></div>"
-                     f"<div class='source-text'>{snippet}</div></a>")
+                     f"<div class='source-text'>{snippet}</div></a>{web_link_html(s.get('heading'))}</div>")
     return ("<div class='source-cards'><div class='source-title'>Sources: click one to read it in context</div>"
             f"{''.join(cards)}</div>")
 
@@ -188,18 +212,80 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
 
 
+def bar_html(element_id: str, value: float, maximum: float, caption: str) -> str:
+    """A progress bar with its caption under it (the upload's overall bar, a background job's)."""
+    return (f"<div id='{element_id}' class='loupe-bar'><progress value='{value:.4g}' max='{max(maximum, 1):g}'>"
+            f"</progress><div>{html.escape(caption)}</div></div>")
+
+
 def overall_progress_html(rows: list[FileRow], elapsed: float) -> str:
-    """One bar for the whole upload: files finished of all, time so far, and time left at the pace so far."""
-    finished = sum(1 for r in rows if r.status)
+    """One bar for the whole upload: files finished of all, time so far, and time left at the pace so far. The bar
+    moves within a file as its pages are read (a scanned PDF's OCR takes seconds a page)."""
+    finished = sum(1 for r in rows if r.finished)
+    done = sum(r.share_done for r in rows)
     total = len(rows)
     if finished == total:
         left = "done"
-    elif finished:
-        left = f"about {_duration(elapsed / finished * (total - finished))} left"
+    elif done > 0:
+        left = f"about {_duration(elapsed / done * (total - done))} left"
     else:
         left = "estimating the time left…"
-    return (f"<div id='upload-overall'><progress value='{finished}' max='{max(total, 1)}'></progress>"
-            f"<div>{finished} of {total} files · {_duration(elapsed)} elapsed · {left}</div></div>")
+    caption = f"{finished} of {total} files · {_duration(elapsed)} elapsed · {left}"
+    return bar_html("upload-overall", done, total, caption)
+
+
+def job_progress_html(job: Job) -> str:
+    """A fine-tune's or re-embed's bar: its phase, steps, time so far and time left (from the job's own pace)."""
+    if job.error:
+        state = "failed"
+    elif not job.running:
+        state = "done"
+    elif math.isnan(job.seconds_left):
+        state = "estimating the time left…"
+    else:
+        state = f"about {_duration(job.seconds_left)} left"
+    steps = f" · step {job.done} of {job.total}" if job.total else ""
+    caption = f"{job.kind.capitalize()} of {job.kb}: {job.phase}{steps} · {_duration(job.elapsed)} elapsed · {state}"
+    if not job.running and not job.error:
+        return bar_html("embedder-bar", 1, 1, caption)
+    return bar_html("embedder-bar", job.done, job.total, caption)
+
+
+def model_label(model: str) -> str:
+    """A model as the page names it: a folder of the server by its own name only."""
+    return Path(model).name if Path(model).is_absolute() else model
+
+
+def finetune_report(report: FinetuneReport, kb: str, model_name: str) -> str:
+    """What a fine-tune did, the held-back check before and after (a warning when it got worse), and what next."""
+    kinds = ", ".join(f"{count:,} {kind}" for kind, count in sorted(report.pairs.items()))
+    before, after = report.before, report.after
+    lines = [f"**Fine-tuned** {plain(model_label(report.base_model))} on **{plain(kb)}**: "
+             f"{sum(report.pairs.values()):,} training pairs ({kinds}), {counted(report.options.epochs, 'epoch')}.",
+             f"Held-back check ({report.held_back_pairs:,} pairs from {counted(report.held_back_chunks, 'passage')} "
+             f"kept out of training): MRR {before.mrr:.3f} → {after.mrr:.3f}, "
+             f"recall@1 {before.recall_at_1:.3f} → {after.recall_at_1:.3f}."]
+    if report.worse:
+        lines.append("⚠ **The held-back check got worse**: the tuned model finds held-back passages less well than "
+                     "the model it started from. Keep the current model, or compare both with `python -m rag eval` "
+                     "before you switch.")
+    lines.append(f"Saved as **{plain(model_name)}**: pick it under *Model* and re-embed to switch this knowledge "
+                 "base to it.")
+    return "\n\n".join(lines)
+
+
+def reembed_report(report: ReembedReport, serving_model: str) -> str:
+    """What a re-embed did; and, when the app runs another embedder, that it serves this knowledge base again only
+    once restarted with the new one (a store refuses vectors of any model but its own)."""
+    reduced = (f", {report.dims} dimensions kept by PCA ({100 * (report.explained_variance or 0):.1f}% of the "
+               "variance)" if report.dims else "")
+    text = (f"**Re-embedded** {counted(report.chunks, 'passage')} of {counted(report.documents, 'document')} in "
+            f"**{plain(report.store)}**: {plain(model_label(report.old_model))} → "
+            f"{plain(model_label(report.new_model))}{reduced}.")
+    if report.new_model != serving_model:
+        text += ("\n\n⚠ This Loupe runs another embedder, so it can't open this knowledge base until it is "
+                 "restarted with the new one (`--embedder`, `--text-model`, `--embed-dims`).")
+    return text
 
 
 def progress_html(rows: list[FileRow], elapsed: float = 0.0) -> str:
@@ -219,6 +305,6 @@ def context_html(passage) -> str:
     cited = next(chunk for chunk, is_cited in passage if is_cited)
     parts = [f"<p><mark>{html.escape(c.text)}</mark></p>" if is_cited else
              f"<p class='ctx-dim'>{html.escape(c.text)}</p>" for c, is_cited in passage]
-    where = place(cited.file, cited.page, cited.heading)
-    title = html.escape(cited.file + (f", {where}" if where else ""))
-    return f"<div class='loupe-context' id='source-context'><b>{title}</b>{''.join(parts)}</div>"
+    title = citation(cited.file, cited.page, cited.heading)
+    return (f"<div class='loupe-context' id='source-context'><b>{title}</b> {web_link_html(cited.heading)}"
+            f"{''.join(parts)}</div>")

@@ -1,4 +1,5 @@
-"""HTML pages: the main content in paragraphs under the nearest h1-h6, after the page's title.
+"""HTML pages: the main content in paragraphs under the nearest h1-h6, after the page's title. Each heading keeps
+its link (its anchor, on the page's own address when the page names one), so a citation can name and open it.
 
 lxml (libxml2, linear time) parses the page. trafilatura finds the main content and drops navigation,
 sidebars and footers. Small pages, and pages where it falls back to dumping all text without headings, are
@@ -12,6 +13,7 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import lxml.html
 import trafilatura
@@ -21,6 +23,7 @@ from trafilatura.settings import DEFAULT_CONFIG
 from ingest.ocr import OcrEngine
 from ingest.parsed import ParsedFile, ReadLimits, TextBlock
 from ingest.readers.text import decode_text
+from rag.records import linked_heading
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +40,9 @@ _SPACE = re.compile(r"\s+")
 # Below trafilatura's own minimum extraction size a page is too small to have boilerplate worth the risk.
 _MIN_MAIN_CHARS = DEFAULT_CONFIG.getint("DEFAULT", "MIN_EXTRACTED_SIZE")
 _DUMP_SHARE = 0.95  # an "extraction" with this share of the page's text and no headings is a whole-page dump
+_LINKABLE = re.compile(r"[^\s{}<>\"'`\\]{1,500}")  # an address a citation may carry and the browser may link
+_MAX_ANCHOR_CHARS = 200
+_ANCHOR_SAFE = "-._~!$&()*+,;=:@/?"  # what a fragment keeps as it is; the rest is percent-encoded
 
 
 def read_html(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits | None = None) -> ParsedFile:
@@ -47,9 +53,67 @@ def read_html(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits
 
 def _page_blocks(path: Path, root: _Element) -> list[TextBlock]:
     title = _title(root)
-    whole = _WholePage(title).read(root)
-    main = _main_content(path, root, title)
+    links = _SectionLinks(root)  # before trafilatura, which prunes the tree it is given
+    whole = _WholePage(title, links).read(root)
+    main = _main_content(path, root, title, links)
     return main if main is not None and _is_main_content(main, whole, title) else whole
+
+
+class _SectionLinks:
+    """Where each section of the page can be opened, kept with its heading (rag.records.linked_heading) so that a
+    citation names it: the page's own address when it names one (a canonical link, og:url), with the fragment of
+    the heading's anchor; the anchor alone ("#setup") when the page names no address."""
+
+    def __init__(self, root: _Element) -> None:
+        self.address = _page_address(root)
+        self._by_title: dict[str, str] = {}
+        for heading in root.iter(*_HEADINGS):
+            self._by_title.setdefault(_collapse("".join(_visible_text(heading))), self.of(heading))
+
+    def of(self, heading: _Element) -> str:
+        anchor = _anchor(heading)
+        if anchor:
+            return f"{self.address}#{anchor}" if self.address else f"#{anchor}"
+        return self.address
+
+    def titled(self, title: str | None) -> str:
+        """The link of the heading with this text (trafilatura's copy of the page keeps no attributes)."""
+        return self._by_title.get(title or "", self.address)
+
+
+def _page_address(root: _Element) -> str:
+    """The address the page gives itself, without its fragment: a canonical link first, else og:url; "" when it
+    gives none that is an absolute http(s) address."""
+    found: dict[str, str] = {}
+    for element in root.iter("link", "meta"):
+        if element.tag == "link" and "canonical" in (element.get("rel") or "").lower().split():
+            found.setdefault("canonical", element.get("href") or "")
+        elif element.tag == "meta" and (element.get("property") or "").lower() == "og:url":
+            found.setdefault("og:url", element.get("content") or "")
+    for address in (found.get("canonical"), found.get("og:url")):
+        address = (address or "").strip().split("#")[0]
+        if address.lower().startswith(("https://", "http://")) and _LINKABLE.fullmatch(address):
+            return address
+    return ""
+
+
+def _anchor(heading: _Element) -> str:
+    """The fragment that points at a heading: its id, an <a id|name> in it or just before it, its permalink, or
+    the id of the section it opens; "" when it has none. Percent-encoded, so it is safe in a link."""
+    inside = list(heading.iter("a"))
+    candidates = [heading.get("id"), *(a.get("id") or a.get("name") for a in inside),
+                  *((a.get("href") or "")[1:] for a in inside if (a.get("href") or "").startswith("#"))]
+    before = heading.getprevious()
+    if before is not None and before.tag == "a" and not before.text_content().strip():
+        candidates.append(before.get("id") or before.get("name"))
+    parent = heading.getparent()
+    if parent is not None and parent.tag in ("section", "div", "article") and len(parent) and parent[0] is heading:
+        candidates.append(parent.get("id"))
+    for candidate in candidates:
+        candidate = (candidate or "").strip()
+        if candidate and len(candidate) <= _MAX_ANCHOR_CHARS:
+            return quote(candidate, safe=_ANCHOR_SAFE)
+    return ""
 
 
 def html_fragment_text(fragment: str) -> str:
@@ -81,7 +145,7 @@ def _is_main_content(main: list[TextBlock], whole: list[TextBlock], title: str |
     return not (headless and main_chars >= _DUMP_SHARE * sum(len(block.text) for block in whole))
 
 
-def _main_content(path: Path, root: _Element, title: str | None) -> list[TextBlock] | None:
+def _main_content(path: Path, root: _Element, title: str | None, links: _SectionLinks) -> list[TextBlock] | None:
     """trafilatura's main content as blocks (None when it finds none), with the title first."""
     try:
         document = trafilatura.bare_extraction(
@@ -93,10 +157,11 @@ def _main_content(path: Path, root: _Element, title: str | None) -> list[TextBlo
     if document is None or document.body is None:
         return None
     blocks = [TextBlock(page=1, text=title)] if title else []
-    heading = title
+    heading = linked_heading(title, links.address)
     for element in _main_elements(document.body):
         if element.tag == "head":
-            heading = _inline_text(element) or heading
+            text = _inline_text(element)
+            heading = linked_heading(text, links.titled(text)) if text else heading
         elif text := _main_element_text(element):
             blocks.append(TextBlock(page=1, text=text, heading=heading))
     return blocks
@@ -187,10 +252,11 @@ def _declared_charset(head: bytes) -> str | None:
 class _WholePage:
     """All visible text of a parsed page: one block per block element, under the nearest heading."""
 
-    def __init__(self, title: str | None) -> None:
+    def __init__(self, title: str | None, links: _SectionLinks | None = None) -> None:
         # the title heads the text until the first h1-h6
         self.blocks = [TextBlock(page=1, text=title)] if title else []
-        self._heading = title
+        self._links = links
+        self._heading = linked_heading(title, links.address if links else "")
         self._buffer: list[str] = []
 
     def read(self, root: _Element) -> list[TextBlock]:
@@ -204,7 +270,9 @@ class _WholePage:
         tag = element.tag
         if tag in _HEADINGS:
             self._flush()
-            self._heading = _collapse("".join(_visible_text(element))) or self._heading
+            title = _collapse("".join(_visible_text(element)))
+            if title:
+                self._heading = linked_heading(title, self._links.of(element) if self._links else "")
         elif tag == "pre":
             self._flush()
             self._add("".join(_visible_text(element)).strip("\n"))

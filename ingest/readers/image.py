@@ -49,7 +49,7 @@ def _items(
         warnings.append("OCR is disabled: no text read from the image")
     else:
         try:
-            text = ocr.text_of(image).strip()
+            text = ocr.text_of(image, page=1).strip()
         except MemoryError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed OCR loses the text, not the image

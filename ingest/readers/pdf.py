@@ -228,7 +228,7 @@ def _ocr_blocks(images: list[_Found], number: int, ocr: OcrEngine | None, warnin
         return
     for name, data in images:
         try:
-            text = ocr.text_of(open_image(data)).strip()
+            text = ocr.text_of(open_image(data), page=number).strip()
         except Exception as exc:  # noqa: BLE001 - a failed OCR loses one image's text, not the file
             _skip(warnings, f"page {number}: OCR failed on image {name}", exc)
             continue

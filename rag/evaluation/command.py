@@ -50,6 +50,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from rag.evaluation.beir import BeirError, load_beir
     from rag.evaluation.harness import evaluate_answers, evaluate_retrieval, prepare_store, sample_questions
     from rag.evaluation.harness import stderr_log as log
+    from rag.store_factory import eval_store_location
 
     if args.intrinsic:
         return run_intrinsic(args, settings)
@@ -66,7 +67,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     interactive = sys.stderr.isatty()
     models = Models.load(settings, with_images=False)
-    store = prepare_store(beir, settings, models.open_store,
+    # with --store postgresql://..., the corpus is ingested into a knowledge base of that database instead
+    store = prepare_store(beir, settings, lambda folder: models.open_store(eval_store_location(settings.store, folder)),
                           lambda kb: Ingestor(kb, settings, models.text_embedder),
                           rebuild=args.rebuild, log=log, show_progress=interactive)
     try:

@@ -27,9 +27,9 @@ from rag.answering import Answer, final_answer
 from rag.evaluation.beir import BeirSet, Document
 from rag.evaluation.metrics import contains_answer, ranking_metrics
 from rag.grounding import split_sentences
-from rag.lexical_index import LexicalIndex
 from rag.settings import Settings
 from rag.store import KnowledgeBase
+from rag.store_api import lexical_index
 
 CACHE_FORMAT = 1  # bump when the way a corpus becomes files changes
 IDS_FILE = "beir-ids.json"
@@ -108,7 +108,7 @@ def prepare_store(beir: BeirSet, settings: Settings, open_store: Callable[[Path]
                     failed[doc.id] = messages.get(str(path), "not ingested")
                 else:
                     doc_ids.setdefault(document_id, []).append(doc.id)
-        LexicalIndex.for_store(kb).refresh()  # build and save BM25 with the cache
+        lexical_index(kb).refresh()  # build and save BM25 with the cache
         (partial / IDS_FILE).write_text(json.dumps({"documents": {str(k): v for k, v in doc_ids.items()},
                                                     "failed": failed}))
     finally:

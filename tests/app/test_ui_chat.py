@@ -5,6 +5,8 @@ full-width box and source cards."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -53,18 +55,58 @@ def test_stop_ends_the_generation_on_the_server_and_the_box_is_locked_meanwhile(
     expect(box).to_have_attribute("placeholder", "Answering… press Stop to ask something else now.")
     expect(page.locator("#send")).to_be_hidden()
     wait_until(lambda: generator.running == 1, "the generator decoding the answer")
-    page.locator("#stop").dispatch_event("click")  # no wait for a "stable" button: the answer moves the page
+    # The model's next step waits while the test holds its turn: the tiny test model would otherwise finish a
+    # whole answer before a click gets through, which no real model does.
+    with live.service.models.text_embedder.gate.turn():
+        page.locator("#stop").dispatch_event("click")  # no wait for a "stable" button: the answer moves the page
+        expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("Stopped")
+        expect(box).to_be_enabled()
+        expect(page.locator("#send")).to_be_visible()
+        expect(page.locator("#stop")).to_be_hidden()
+        assert generator.running == 1  # mid-answer
     wait_until(lambda: generator.running == 0 and generator.waiting == 0, "the generation ended on the server")
-    expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("Stopped")
-    expect(box).to_be_enabled()
-    expect(page.locator("#send")).to_be_visible()
-    expect(page.locator("#stop")).to_be_hidden()
     session = page.evaluate("window.localStorage.getItem('loupe-session')")
-    # The answer never finished (a finished one is stored before it is shown), so generation was cut short.
+    # a stopped answer is not kept: a reload shows what the page showed
     assert live.service.conversations.messages(session) == []
 
     ask(page, "Who may open the seed vault?", "extractive")  # the next question goes through as usual
     expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("station botanist")
+
+
+def answer_threads() -> int:
+    """The threads reading an answer's events for the chat (ui.chat.AnswerFeed)."""
+    return sum(thread.name == "loupe-answer" for thread in threading.enumerate())
+
+
+def test_stop_during_retrieval_ends_the_request_before_generation(page: Page, live):
+    open_app(page, live)
+    page.get_by_role("button", name="New chat").click()
+    gate = live.service.models.text_embedder.gate
+    generator = live.service.models.generator()
+    asked_generator: list[object] = []
+    real_stream = generator.stream
+    # a spy, not a stand-in: it notes each call and the real generator answers it
+    generator.stream = lambda *args, **kwargs: asked_generator.append(args) or real_stream(*args, **kwargs)
+    try:
+        with gate.turn():  # the model is busy (as with an ingest's batch): the question's embedding waits for it
+            ask(page, "How often do supply flights land on the runway?", "generate")
+            wait_until(lambda: gate.waiting == 1, "the question waiting inside retrieval")
+            expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("Searching the documents")
+            page.locator("#stop").click()
+            # ready again while retrieval is still held up
+            expect(page.locator("#question textarea")).to_be_enabled()
+            expect(page.locator("#send")).to_be_visible()
+            expect(page.locator("#stop")).to_be_hidden()
+            expect(page.locator("#chatbot [data-testid='bot']").last).to_contain_text("Stopped")
+            assert gate.waiting == 1
+        wait_until(lambda: answer_threads() == 0, "the stopped request to finish its retrieval and end")
+    finally:
+        generator.stream = real_stream
+    assert asked_generator == []  # the generator was never asked
+    assert generator.running == 0 and generator.waiting == 0
+    session = page.evaluate("window.localStorage.getItem('loupe-session')")
+    assert live.service.conversations.messages(session) == []
+    expect(page.locator("#sources")).not_to_contain_text("aurora.md")  # nothing of the stopped answer came late
 
 
 def test_a_citation_opens_its_source_in_context_within_the_window(page: Page, live):

@@ -4,9 +4,13 @@ bar, and the browser's conversation list as the page carries it."""
 from __future__ import annotations
 
 import json
+import re
 
+from rag.explore.image_tags import Tag
 from rag.wording import counted
+from service import ImageResult
 from service.uploads import FileRow
+from ui.images import show_images
 from ui.page import BrowserChats
 from ui.views import answer_markdown, overall_progress_html, sources_html
 
@@ -26,12 +30,31 @@ def test_citations_become_links_to_their_sources_and_nothing_else_does():
 
 def test_source_cards_link_to_their_number_and_mark_the_selected_one():
     cards = sources_html(SOURCES, selected=2)
-    assert cards.count("<a class='source-card") == 3
-    assert "href='#cite-2'" in cards and "source-card selected' href='#cite-2'" in cards
+    assert cards.count("class='source-open' href='#cite-") == 3
+    assert len(re.findall("<div class='source-card[ ']", cards)) == 3
+    assert "<div class='source-card selected' data-source='2'><a class='source-open' href='#cite-2'>" in cards
     # a PDF is cited by page (and section); a web page by its section, never "p. 1"; no heading, the file alone
     assert "b.pdf, p. 3 · Intro" in cards and "c.html, § Install" in cards and "p. 1" not in cards
     assert "[1] ✓ a.md <span" in cards
     assert sources_html([]) == ""
+
+
+def test_a_web_page_is_cited_by_its_section_and_its_anchor_and_opens_there_when_it_has_an_address():
+    from rag.records import place
+
+    address = "https://docs.example.org/faq.html#ports"
+    sources = [{**SOURCES[2], "number": 1, "heading": "Ports {#ports}"},
+               {**SOURCES[2], "number": 2, "heading": f"Ports {{{address}}}"},
+               {**SOURCES[2], "number": 3, "heading": "Ports {javascript:alert(1)}"}]
+    cards = sources_html(sources)
+    assert "[1] c.html, § Ports (#ports) <span" in cards  # no address known: the anchor is said
+    assert "[2] c.html, § Ports <span" in cards  # the address is a link, not words
+    assert (f"<a class='source-web' href='{address}' target='_blank' rel='noopener noreferrer nofollow'>"
+            "Open § Ports on the web ↗</a>") in cards
+    assert cards.count("source-web") == 1 and "javascript:alert(1)" in cards and "href='javascript" not in cards
+    # the CLI words it the same way (rag.records.place)
+    assert place("c.html", 1, f"Ports {{{address}}}") == f"§ Ports ({address})"
+    assert place("c.html", 1, "Ports {#ports}") == "§ Ports (#ports)"
 
 
 def test_counts_are_said_in_the_right_number():
@@ -55,6 +78,32 @@ def test_the_overall_bar_counts_files_and_estimates_the_time_left():
     assert "1 min 15 s elapsed" in overall_progress_html([FileRow("a", status="failed")], elapsed=75)
 
 
+def test_the_bar_moves_page_by_page_while_a_scan_is_recognised():
+    scan = FileRow("scan.pdf")
+    scan.show_progress("ocr", 3, 4)  # page 3 begun: two of four read
+    assert (scan.stage, scan.progress) == ("OCR", "page 3 of 4")
+    bar = overall_progress_html([scan, FileRow("b.txt")], elapsed=30)
+    assert "value='0.5' max='2'" in bar and "0 of 2 files" in bar
+    assert "about 1 min 30 s left" in bar  # 0.5 of 2 files in 30 s: 1.5 files to go
+    scan.show_progress("parse", 3, 4)
+    assert scan.stage == "parse" and "value='0.75'" in overall_progress_html([scan], elapsed=1)
+
+
+def test_a_fine_tune_that_made_the_check_worse_says_so_and_a_server_folder_is_named_by_its_own_name():
+    from rag.finetune import CheckScore, FinetuneOptions, FinetuneReport
+    from ui.views import finetune_report
+
+    def report(before: float, after: float) -> FinetuneReport:
+        return FinetuneReport("/srv/models/base-model", "/srv/out", {"heading": 30, "sentence": 40}, 12, 5,
+                              CheckScore(before, before), CheckScore(after, after), FinetuneOptions(epochs=2))
+
+    worse = finetune_report(report(0.8, 0.7), "default", "default-20261130-0600")
+    assert "MRR 0.800 → 0.700" in worse and "70 training pairs (30 heading, 40 sentence), 2 epochs" in worse
+    assert "The held-back check got worse" in worse and "Saved as **default\\-20261130\\-0600**" in worse
+    assert "**Fine-tuned** base\\-model on" in worse and "/srv" not in worse  # never a server path
+    assert "got worse" not in finetune_report(report(0.7, 0.8), "default", "x")
+
+
 def test_the_browser_conversation_list_drops_what_is_malformed():
     chats = BrowserChats.parse("abcdefgh1234", json.dumps({"ids": ["zzzzzzzz0001", "../../etc", 5, "abcdefgh1234"]}))
     assert chats.current == "abcdefgh1234" and chats.ids == ["zzzzzzzz0001", "abcdefgh1234"]
@@ -63,3 +112,11 @@ def test_the_browser_conversation_list_drops_what_is_malformed():
     started = chats.start()
     assert chats.current == started and chats.ids[-1] == started
     assert json.loads(chats.carried()) == {"current": started, "ids": chats.ids}
+
+
+def test_a_gallery_caption_carries_the_images_zero_shot_tags_when_known():
+    results = [ImageResult("harbour.pdf", 2, "p2-img1", 0.31, "/tmp/a.png", image_id=7),
+               ImageResult("cat.png", 1, "cat.png", 0.28, "/tmp/b.png", image_id=8)]
+    items, note = show_images(results, {7: [Tag("a lighthouse", 0.27), Tag("the sea", 0.22)]})
+    assert items[0][1] == "harbour.pdf, page 2 (0.310) · a lighthouse 0.27 · the sea 0.22"
+    assert items[1][1] == "cat.png, page 1 (0.280)" and note.startswith("2 images")

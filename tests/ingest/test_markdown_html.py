@@ -152,12 +152,12 @@ def test_documentation_page_keeps_the_article_under_its_headings_and_drops_the_s
     assert blocks == [
         (None, title),
         ("Deploying the relay", _INTRO),
-        ("Installation", _INSTALL),
-        ("Installation", _CODE),
-        ("Configuration", _CONFIG),
-        ("Ports", _PORTS),
-        ("Ports", "- listen: the sensor port, 7411 by default\n- metrics: the Prometheus port, 9464 by default"),
-        ("Frequently asked", _FAQ),
+        ("Installation {#s0}", _INSTALL),  # each heading keeps its anchor, for the citation
+        ("Installation {#s0}", _CODE),
+        ("Configuration {#s1}", _CONFIG),
+        ("Ports {#s2}", _PORTS),
+        ("Ports {#s2}", "- listen: the sensor port, 7411 by default\n- metrics: the Prometheus port, 9464 by default"),
+        ("Frequently asked {#s3}", _FAQ),
     ]
     text = " ".join(text for _, text in blocks)
     for boilerplate in [*_NAV, "Appendix", "On this page", "Search the docs", "Copyright", "Privacy policy",
@@ -167,7 +167,34 @@ def test_documentation_page_keeps_the_article_under_its_headings_and_drops_the_s
 
 def test_heading_permalink_anchors_are_not_part_of_the_heading() -> None:
     page = b'<html><body><h2 id="setup">Setup<a class="anchor" href="#setup">#</a></h2><p>Run it.</p></body></html>'
-    assert blocks_of(read_html, "small.html", page) == [("Setup", "Run it.")]
+    assert blocks_of(read_html, "small.html", page) == [("Setup {#setup}", "Run it.")]
+
+
+def test_a_section_keeps_its_anchor_and_the_address_the_page_gives_itself() -> None:
+    """The citation of a web page's passage names its section and opens it: the heading's anchor (its id, an
+    <a name> before it, or the id of the <section> it opens) on the page's canonical address."""
+    page = """<html><head><meta charset="utf-8"><title>Relay FAQ</title>
+<link rel="canonical" href="https://docs.example.org/relay/faq.html#top"></head><body>
+<p>Answers to what people ask about the relay most often.</p>
+<a name="buffers"></a><h2>Buffers</h2><p>Buffers spill to disk.</p>
+<section id="ports"><h2>Ports</h2><p>Port 7411 takes sensors.</p></section>
+<h2 id="café &amp; tea">Cafe</h2><p>Unicode ids are encoded.</p>
+<h2>No anchor</h2><p>Only the page itself.</p></body></html>""".encode()
+    address = "https://docs.example.org/relay/faq.html"
+    assert blocks_of(read_html, "faq.html", page) == [
+        (None, "Relay FAQ"),
+        (f"Relay FAQ {{{address}}}", "Answers to what people ask about the relay most often."),
+        (f"Buffers {{{address}#buffers}}", "Buffers spill to disk."),
+        (f"Ports {{{address}#ports}}", "Port 7411 takes sensors."),
+        (f"Cafe {{{address}#caf%C3%A9%20&%20tea}}", "Unicode ids are encoded."),
+        (f"No anchor {{{address}}}", "Only the page itself."),
+    ]
+
+
+def test_only_an_http_address_is_kept_and_without_one_the_anchor_stands_alone() -> None:
+    page = (b'<html><head><meta property="og:url" content="javascript:alert(1)"></head>'
+            b'<body><h2 id="setup">Setup</h2><p>Run it.</p></body></html>')
+    assert blocks_of(read_html, "small.html", page) == [("Setup {#setup}", "Run it.")]
 
 
 def test_unclosed_tags_parse() -> None:

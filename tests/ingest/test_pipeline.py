@@ -145,6 +145,19 @@ def test_ocr_makes_a_screenshot_searchable(models, tmp_path):
     assert hit.chunk.file == "screenshot.png" and "2031" in hit.chunk.text
 
 
+def test_a_scanned_pdf_reports_ocr_page_by_page_before_each_page_is_read(models, render_text, tmp_path):
+    """A scan's pages take seconds each to recognise: each is reported as its OCR starts (stage "ocr"), before the
+    page's text arrives (stage "parse"), so the upload's table and bar move page by page."""
+    pages = [render_text([(20, 30, f"Shelf {n} holds the tide tables")], (560, 110)) for n in (1, 2)]
+    path = tmp_path / "scan.pdf"
+    pages[0].save(path, format="PDF", resolution=100, save_all=True, append_images=pages[1:])
+    events: list[tuple[str, int, int]] = []
+    report = ingestor(models, ocr=True).ingest([path], on_progress=lambda name, *event: events.append(event))
+    assert report.outcomes[0].status == "added", report.outcomes[0].message
+    reading = [e for e in events if e[0] in ("ocr", "parse") and e[2]]
+    assert reading == [("parse", 0, 2), ("ocr", 1, 2), ("parse", 1, 2), ("ocr", 2, 2), ("parse", 2, 2)]
+
+
 def test_real_world_pdf_answer_cites_its_page(models, pypdf_resources):
     """A 19-page PDF nobody in this project wrote (from pypdf's test suite): its revision history is on page 3."""
     pdf = pypdf_resources / "GeoBase_NHNC1_Data_Model_UML_EN.pdf"

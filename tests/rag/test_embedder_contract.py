@@ -161,3 +161,32 @@ def test_the_approximate_count_errs_high_for_english(text_embedder):
              "land on the ice runway every second Tuesday, weather permitting; each brings fuel and the mail.")
     assert approximate_tokens(prose) >= text_embedder.count_tokens(prose)
     assert approximate_tokens("") == 0 and approximate_tokens("cat") == 1 and approximate_tokens("cats, dogs") == 3
+
+
+def test_a_pca_projection_keeps_the_contract_and_comes_from_the_knowledge_base(tmp_path, text_embedder):
+    """--embed-dims N: the vectors go through the knowledge base's own PCA projection (rag.pca), which must be
+    there first; the projected embedder keeps every rule above at N dimensions."""
+    from rag.calibration import CALIBRATION_TOPICS
+    from rag.pca import ProjectedEmbedder, Projection, ProjectionError
+
+    settings = make_settings(tmp_path / "kb", embed_dims=16)
+    with pytest.raises(ProjectionError, match="'kb' has no PCA projection yet.*reembed"):
+        build_embedder(settings)
+    passages = text_embedder.embed([p for _, p in CALIBRATION_TOPICS])
+    settings.store.mkdir()
+    Projection.fit(passages, 16, "all-MiniLM-L6-v2").save(settings.store)
+
+    embedder = build_embedder(settings)
+    assert isinstance(embedder, ProjectedEmbedder) and isinstance(embedder, Embedder)
+    assert embedder.model_id.name.startswith("all-MiniLM-L6-v2+pca16:") and embedder.dim == 16
+    vectors = embedder.embed(TEXTS, batch_size=3)
+    assert vectors.shape == (len(TEXTS), 16) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.array_equal(embedder.embed(TEXTS), embedder.embed(TEXTS)) and embedder.embed([]).shape == (0, 16)
+    assert np.allclose(vectors, embedder.embed(TEXTS), atol=1e-4)  # whatever the batch
+    assert embedder.count_tokens_batch(TEXTS) == text_embedder.count_tokens_batch(TEXTS)
+    assert embedder.max_tokens == text_embedder.max_tokens
+    with pytest.raises(LoupeError, match="text 2 of 2 is empty"):
+        embedder.embed(["fine", "  "])
+    with pytest.raises(ProjectionError, match="reduced to 16 dimensions"):
+        build_embedder(settings.with_(embed_dims=32))

@@ -1,12 +1,18 @@
-"""BM25 over a real store: saved per generation, rebuilt after ingest and delete, also by another process."""
+"""BM25 over a real store: saved as a base, caught up after ingest and delete (also by another process) in segments
+that score as a full rebuild would."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+
+import numpy as np
+import pytest
 
 from ingest.pipeline import Ingestor
 from rag.lexical_index import LexicalIndex, tokenize
+from rag.records import ModelId, NewChunk, NewDocument, indexed_text
 from rag.store import KnowledgeBase
 
 FILES = {
@@ -90,7 +96,7 @@ def test_a_damaged_or_foreign_index_is_rebuilt(models, tmp_path):
     assert LexicalIndex(kb)._load(kb.generation) is None
     assert names(kb, LexicalIndex(kb).search("gate valve", 3)) == ["valves.txt"]
     for file in saved.iterdir():
-        if file.suffix == ".npy":
+        if file.suffix in (".npy", ".npz"):
             file.write_bytes(b"garbage")
     assert names(kb, LexicalIndex(kb).search("gate valve", 3)) == ["valves.txt"]
 
@@ -106,7 +112,7 @@ def test_a_damaged_folder_is_rebuilt_once_and_the_rebuilt_copy_saved(models, tmp
     LexicalIndex(kb).refresh()
     generation = kb.generation
     saved = kb.folder / f"bm25-{generation}"
-    for file in saved.glob("*.npy"):
+    for file in saved.glob("*.np*"):
         file.write_bytes(b"garbage")
     with caplog.at_level(logging.WARNING, logger="rag.lexical_index"):
         assert names(kb, LexicalIndex(kb).search("gate valve", 3)) == ["valves.txt"]  # a new process: rebuilds
@@ -114,3 +120,78 @@ def test_a_damaged_folder_is_rebuilt_once_and_the_rebuilt_copy_saved(models, tmp
     assert "rebuilding from the catalog" in warning.getMessage() and warning.exc_info is not None
     assert LexicalIndex(kb)._load(generation) is not None  # the next new process loads the rebuilt copy
     assert bm25_folders(kb) == [f"bm25-{generation}"]  # replaced in place: nothing set aside is left
+
+
+# --- segments: a write costs its own chunks; scores stay those of a full rebuild ------------------------------
+VOCABULARY = ("pump valve turbine boiler condenser feedwater gauge relief flange gasket bearing impeller shaft "
+              "coupling motor starter breaker relay sensor probe alarm trip setpoint loop damper duct fan").split()
+
+
+def add_text_document(kb: KnowledgeBase, name: str, texts: list[str]) -> int:
+    with kb.write() as writer:
+        document = writer.add_document(NewDocument(f"/docs/{name}", name, "text", name, 10, 1))
+        writer.add_chunks(document, 0, [NewChunk(1, text) for text in texts], np.ones((len(texts), 4), np.float32))
+    return document
+
+
+def random_texts(rng: random.Random, count: int) -> list[str]:
+    return [" ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(3, 25))) for _ in range(count)]
+
+
+def rebuilt_scores(kb: KnowledgeBase, query: str) -> dict[int, float]:
+    """BM25 of every chunk as bm25s computes it over the store's chunks from scratch (what the old index did)."""
+    import bm25s
+
+    rows = kb.chunk_texts()
+    model = bm25s.BM25()
+    model.index(tokenize([indexed_text(heading, text) for _, heading, text in rows]), show_progress=False)
+    terms = [t for t in tokenize([query])[0] if t in model.vocab_dict]
+    scores = model.get_scores(terms) if terms else np.zeros(len(rows))
+    return {chunk_id: float(score) for (chunk_id, _, _), score in zip(rows, scores) if score > 0}
+
+
+@pytest.fixture
+def text_store(tmp_path):
+    kb = KnowledgeBase(tmp_path / "kb", ModelId("test-text", 4), use_gpu=False)
+    rng = random.Random(0)
+    documents = [add_text_document(kb, f"base-{n}.txt", random_texts(rng, 10)) for n in range(40)]
+    return kb, rng, documents
+
+
+def test_a_write_after_a_big_base_indexes_only_its_own_chunks(text_store):
+    kb, rng, _ = text_store
+    index = LexicalIndex.for_store(kb)
+    index.refresh()  # the base: 400 chunks, saved
+    base = {p.name: p.stat().st_mtime_ns for p in kb.folder.glob("bm25-*")}
+    assert list(base) == [f"bm25-{kb.generation}"]
+    document = add_text_document(kb, "new.txt", random_texts(rng, 3))  # under MERGE_FRACTION of the index
+    loaded = index.refresh()
+    assert [p.name for p in kb.folder.glob("bm25-*")] == list(base)  # no new base written
+    assert {p.name: p.stat().st_mtime_ns for p in kb.folder.glob("bm25-*")} == base
+    assert loaded.segments[-1].ids.tolist() == [c.id for c in kb.chunks_of_document(document)]  # 3 chunks tokenized
+    gone = [c.id for c in kb.chunks_of_document(document)]
+    kb.delete(document)
+    segments = index.refresh().segments
+    assert not any(np.isin(s.ids[~s.dead], gone).any() for s in segments)
+    assert segments[0].live == 400 and [p.name for p in kb.folder.glob("bm25-*")] == list(base)
+    hits = {chunk_id for chunk_id, _ in index.search(" ".join(VOCABULARY), 500)}  # every word: every live chunk
+    assert len(hits) == 400 and not hits & set(gone)
+
+
+def test_segmented_scores_equal_a_full_rebuild(text_store):
+    kb, rng, documents = text_store
+    index = LexicalIndex.for_store(kb)
+    index.refresh()
+    for n in range(12):  # small segments, merged in tiers as they come
+        add_text_document(kb, f"new-{n}.txt", random_texts(rng, 2))
+        index.refresh()
+    for document in documents[::7] + [kb.resolve("new-3.txt").id]:  # deletes in the base and in a small segment
+        kb.delete(document)
+    assert len(index.refresh().segments) > 1
+    another_process = LexicalIndex(kb)  # the saved base plus the log replayed
+    for query in ("pump valve", "relief relief gasket", "the alarm trip setpoint", "impeller", "zebra"):
+        expected = rebuilt_scores(kb, query)
+        for candidate in (index, another_process):
+            found = dict(candidate.search(query, 1000))
+            assert found.keys() == expected.keys(), query
+            assert all(found[i] == pytest.approx(expected[i], rel=1e-5) for i in expected), query

@@ -2,10 +2,13 @@
 with another process (no lock to read, short writes, a clear Busy, image files never swept while in flight)."""
 
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -267,3 +270,138 @@ def test_device_cpu_keeps_faiss_on_the_cpu(monkeypatch, tmp_path, text_embedder)
         kb = models.open_store()
         assert kb.text_index.on_gpu is on_gpu, device
         kb.close()
+
+
+# --- scale: the change log, index bases saved now and then, ids never reused, approximate search -------------
+def random_doc(kb, name, rng, chunks=10):
+    return add_doc(kb, name, [unit(*v) for v in rng.standard_normal((chunks, TEXT.dim))])
+
+
+def index_files(folder):
+    return {p.name: p.stat().st_mtime_ns for p in folder.glob("text-*")}
+
+
+def logged(folder):
+    with sqlite3.connect(folder / "catalog.sqlite3") as conn:
+        return conn.execute("SELECT generation, kind, item, added FROM changes ORDER BY rowid").fetchall()
+
+
+def catalog_chunk_ids(kb):
+    return sorted(c.id for d in kb.documents() for c in kb.chunks_of_document(d.id))
+
+
+def test_a_write_after_a_big_base_saves_only_the_change(tmp_path):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    rng = np.random.default_rng(0)
+    for n in range(100):
+        random_doc(kb, f"base-{n}.txt", rng)
+    kb.flush()  # a base of 1,000 vectors
+    base = index_files(tmp_path)
+    assert list(base) == [f"text-{kb.generation}.faiss"] and logged(tmp_path) == []
+
+    new = random_doc(kb, "new.txt", rng)
+    kb.flush()
+    new_ids = [c.id for c in kb.chunks_of_document(new)]
+    assert index_files(tmp_path) == base  # no index file written: the catalog's log holds the change
+    assert logged(tmp_path) == [(kb.generation, "chunk", i, 1) for i in new_ids]
+    kb.delete(new)
+    assert index_files(tmp_path) == base
+    assert [row[2:] for row in logged(tmp_path)[-10:]] == [(i, 0) for i in new_ids]
+
+    reopened = KnowledgeBase(tmp_path, TEXT, use_gpu=False)  # the base plus the log replayed
+    assert sorted(reopened.text_index.ids().tolist()) == catalog_chunk_ids(reopened)
+    kept = random_doc(reopened, "kept.txt", rng)
+    vector = reopened.chunk_vectors([reopened.chunks_of_document(kept)[3].id])
+    assert KnowledgeBase(tmp_path, TEXT, use_gpu=False).search_chunks(next(iter(vector.values()))[None], 1)[0][
+        0].file == "kept.txt"
+
+    for n in range(3):  # past MERGE_FRACTION of the index: a new base, the old one and the log dropped
+        random_doc(reopened, f"more-{n}.txt", rng)
+    reopened.flush()
+    assert list(index_files(tmp_path)) == [f"text-{reopened.generation}.faiss"] and logged(tmp_path) == []
+
+
+def test_ids_of_a_deleted_document_are_never_given_again(tmp_path):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    rng = np.random.default_rng(1)
+    random_doc(kb, "a.txt", rng)
+    newest = random_doc(kb, "b.txt", rng)
+    old_ids = [c.id for c in kb.chunks_of_document(newest)]
+    kb.delete(newest)  # SQLite alone would give the next chunks these ids again
+    again = random_doc(kb, "c.txt", rng)
+    assert min(c.id for c in kb.chunks_of_document(again)) > max(old_ids)
+
+
+def test_a_store_on_hnsw_never_returns_a_deleted_chunk(tmp_path):
+    rng = np.random.default_rng(2)
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw")
+    documents = [random_doc(kb, f"d{n}.txt", rng) for n in range(20)]
+    kb.flush()
+    gone = documents[::3]
+    vectors = kb.chunk_vectors([c.id for d in gone for c in kb.chunks_of_document(d)])
+    for document in gone:
+        kb.delete(document)
+    other = KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw")  # another process: base + log
+    assert kb.text_index.kind == other.text_index.kind == "hnsw"
+    for store in (kb, other):
+        assert sorted(store.text_index.ids().tolist()) == catalog_chunk_ids(store)
+        for vector in vectors.values():  # each deleted chunk's own vector: it would be its own best hit
+            assert not set(store.text_index.search(vector[None], 50)[1][0].tolist()) & set(vectors)
+            assert {h.file for h, _ in store.search_chunks(vector[None], 5)}.isdisjoint(
+                {f"d{n}.txt" for n in range(0, 20, 3)})
+
+
+def test_another_process_catches_up_from_the_log_without_reloading(tmp_path):
+    reader = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    writer = KnowledgeBase(tmp_path, TEXT, use_gpu=False)
+    rng = np.random.default_rng(3)
+    for n in range(60):
+        random_doc(writer, f"base-{n}.txt", rng)
+    writer.flush()
+    reader.search_chunks(unit(1, 0, 0, 0)[None], 1)
+    index = reader.text_index
+    add_doc(writer, "late.txt", [unit(0, 0, 0, 1)])
+    assert reader.search_chunks(unit(0, 0, 0, 1)[None], 1)[0][0].file == "late.txt"
+    assert reader.text_index is index  # caught up in place: the change replayed, not the whole index reloaded
+
+
+KILLED_WRITER = """
+import sys
+import numpy as np
+from rag.records import ModelId, NewChunk, NewDocument
+from rag.store import KnowledgeBase
+kb = KnowledgeBase(sys.argv[1], ModelId("test-text", 4), use_gpu=False, ann="hnsw")
+rng = np.random.default_rng(0)
+for n in range(100000):
+    with kb.write() as writer:
+        doc = writer.add_document(NewDocument(f"/d/{n}", f"{n}.txt", "text", str(n), 1, 1))
+        writer.add_chunks(doc, 0, [NewChunk(1, f"{n} {i}") for i in range(20)], rng.standard_normal((20, 4)))
+    if n % 3 == 2:
+        kb.delete(doc - 1)
+    kb.flush()
+"""
+
+
+def generation_of(folder) -> int:
+    try:
+        with sqlite3.connect(f"file:{folder}/catalog.sqlite3?mode=ro", uri=True, timeout=1) as conn:
+            return int(conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()[0])
+    except (sqlite3.Error, TypeError):  # not created yet
+        return 0
+
+
+def test_a_store_killed_while_writing_bases_and_the_log_opens_consistent(tmp_path):
+    process = subprocess.Popen([sys.executable, "-c", KILLED_WRITER, str(tmp_path)], cwd=Path(__file__).parents[2])
+    deadline = time.monotonic() + 120  # a bound on a hung child, not a speed: it writes a document in milliseconds
+    while generation_of(tmp_path) < 40 and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL  # it was still writing
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw")
+    documents = kb.documents()
+    assert len(documents) > 3 and all(d.chunks == 20 for d in documents)
+    assert sorted(kb.text_index.ids().tolist()) == catalog_chunk_ids(kb)
+    assert not list(tmp_path.glob("*.tmp-*"))  # a half-written base or tombstones file of the dead process
+    hits = kb.search_chunks(unit(1, 1, 0, 0)[None], 30)
+    assert len(hits) == 30 and {h.file for h, _ in hits} <= {d.name for d in documents}

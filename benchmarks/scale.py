@@ -1,0 +1,273 @@
+"""A knowledge base at scale: search time, recall, and the cost of one document, on synthetic chunks.
+
+    python -m benchmarks.scale --chunks 100000 [--backend folder|postgres] [--postgres-url URL] [--json]
+
+Vectors for a million chunks can't be made with the real encoder here (about 7 hours), so the chunks are
+synthetic, inserted through the store's own write path (KnowledgeBase.write: Writer.add_document/add_chunks):
+- vectors: unit vectors around random cluster centres (one cluster per ~500 chunks), so that near neighbours
+  exist and an approximate index is measured on the kind of neighbourhoods real embeddings have;
+- texts: words drawn from a Zipf vocabulary (exponent 1.1, 30,000 words), so BM25's posting lists are as
+  skewed as in real text; queries are four words of the middle of the vocabulary.
+
+Measured (query embedding excluded: the queries' vectors are given, as the Retriever accepts them):
+- search_ms: p50/p95 of Retriever.search(k=10) per mode, after one warm-up query;
+- recall_at_10: the store's dense top 10 against exact search (a brute-force scan of the same vectors);
+- add_document_s / delete_document_s: one 10-page document (30 chunks): the commit, flush() and the BM25
+  index catching up, i.e. until a search sees it (the median of three);
+- rss_mb: this process's resident memory at the end; disk_mb: the store's size on disk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import PeakRss
+from rag.records import ModelId, NewChunk, NewDocument
+from rag.retrieval import Retriever
+from rag.settings import ANN_KINDS
+from rag.store import KnowledgeBase
+from rag.store_api import KnowledgeBaseStore, lexical_index
+
+logger = logging.getLogger("benchmarks.scale")
+
+DIM = 384  # all-MiniLM-L6-v2's
+MODEL = ModelId("synthetic-384", DIM)
+CHUNKS_PER_DOCUMENT = 30  # a 10-page document
+WORDS_PER_CHUNK = (90, 150)
+VOCABULARY = 30_000
+ZIPF_EXPONENT = 1.1
+CHUNKS_PER_CLUSTER = 500
+NOISE = 0.9  # the norm of a vector's offset from its cluster centre, before normalising
+QUERIES = 200
+K = 10
+BATCH_DOCUMENTS = 100  # documents per write transaction while filling the store
+SYLLABLES = ("ka", "lo", "mi", "ra", "tu", "ve", "sho", "nel", "dar", "fin", "gor", "pel", "quo", "sta", "vin",
+             "zen", "bre", "cal", "dun", "har")
+
+
+class SyntheticCorpus:
+    """Reproducible chunks: clustered unit vectors and Zipf-distributed words."""
+
+    def __init__(self, chunks: int, seed: int = 0) -> None:
+        self.rng = np.random.default_rng(seed)
+        clusters = max(8, chunks // CHUNKS_PER_CLUSTER)
+        self.centres = _unit(self.rng.standard_normal((clusters, DIM)).astype(np.float32))
+        self.words = np.array(_vocabulary(VOCABULARY, self.rng))
+        ranks = np.arange(1, VOCABULARY + 1, dtype=np.float64)
+        self.word_p = ranks ** -ZIPF_EXPONENT / (ranks ** -ZIPF_EXPONENT).sum()
+
+    def vectors(self, count: int) -> np.ndarray:
+        centres = self.centres[self.rng.integers(0, len(self.centres), count)]
+        noise = self.rng.standard_normal((count, DIM)).astype(np.float32) * (NOISE / np.sqrt(DIM))
+        return _unit(centres + noise)
+
+    def texts(self, count: int) -> list[str]:
+        lengths = self.rng.integers(*WORDS_PER_CHUNK, count)
+        drawn = self.rng.choice(len(self.words), size=int(lengths.sum()), p=self.word_p)
+        bounds = np.concatenate([[0], np.cumsum(lengths)])
+        return [" ".join(self.words[drawn[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+    def queries(self, count: int) -> list[str]:
+        # Words of ranks 100-5,000: neither stop-word-like nor unseen, like the content words of a question.
+        return [" ".join(self.words[self.rng.integers(100, 5000, 4)]) for _ in range(count)]
+
+    def documents(self, count: int, start: int = 0) -> Iterator[tuple[NewDocument, list[NewChunk], np.ndarray]]:
+        for number in range(start, start + count):
+            texts = self.texts(CHUNKS_PER_DOCUMENT)
+            chunks = [NewChunk(page=1 + i // 3, text=text) for i, text in enumerate(texts)]
+            name = f"synthetic-{number:07d}.pdf"
+            yield (NewDocument(f"/synthetic/{name}", name, "pdf", f"sha-{number}", 1000, 10), chunks,
+                   self.vectors(CHUNKS_PER_DOCUMENT))
+
+
+class ExactSearch:
+    """The true top k of each query over every vector added, kept as the store is filled (no second copy)."""
+
+    def __init__(self, queries: np.ndarray, k: int) -> None:
+        self.queries = queries
+        self.k = k
+        self.scores = np.full((len(queries), 0), -np.inf, np.float32)
+        self.ids = np.zeros((len(queries), 0), np.int64)
+
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        scores = np.concatenate([self.scores, self.queries @ vectors.T], axis=1)
+        all_ids = np.concatenate([self.ids, np.broadcast_to(ids, (len(self.queries), len(ids)))], axis=1)
+        keep = np.argsort(-scores, axis=1)[:, : self.k]
+        self.scores = np.take_along_axis(scores, keep, axis=1)
+        self.ids = np.take_along_axis(all_ids, keep, axis=1)
+
+    def remove(self, ids: set[int]) -> None:
+        if np.isin(self.ids, list(ids)).any():
+            raise ValueError("a document in the exact top k was deleted; the benchmark deletes only its own")
+
+
+class NoEmbedder:
+    """The benchmark gives every query's vector: the query embedding is not part of what it measures."""
+
+    def embed(self, *_: object, **__: object) -> np.ndarray:
+        raise AssertionError("the scale benchmark must not embed: it passes the query vectors")
+
+
+def fill(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, documents: int, exact: ExactSearch) -> None:
+    done = 0
+    while done < documents:
+        batch = min(BATCH_DOCUMENTS, documents - done)
+        added = []
+        with kb.write() as writer:
+            for document, chunks, vectors in corpus.documents(batch, start=done):
+                document_id = writer.add_document(document)
+                writer.add_chunks(document_id, 0, chunks, vectors)
+                added.append((document_id, vectors))
+        for document_id, vectors in added:  # the ids the store gave, in ordinal order (any backend)
+            exact.add(np.array([c.id for c in kb.chunks_of_document(document_id)], np.int64), vectors)
+        done += batch
+        if done % 10_000 < BATCH_DOCUMENTS:
+            logger.info("%d chunks stored", done * CHUNKS_PER_DOCUMENT)
+    kb.flush()
+
+
+def timed_percentiles(run: Callable[[int], object], count: int) -> dict[str, float]:
+    run(0)  # warm-up: the first query loads what later ones reuse
+    times = []
+    for i in range(count):
+        start = time.perf_counter()
+        run(i)
+        times.append((time.perf_counter() - start) * 1000)
+    return {"p50": round(float(np.percentile(times, 50)), 2), "p95": round(float(np.percentile(times, 95)), 2)}
+
+
+def one_document_costs(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, first_number: int,
+                       repeats: int = 3) -> tuple[float, float]:
+    """Seconds to add, then delete, one 10-page document until a search sees the change (medians): the commit,
+    flush(), and a BM25 search (which brings the lexical index up to date) and a dense one."""
+    lexical = lexical_index(kb)
+    adds, deletes = [], []
+    for document, chunks, vectors in corpus.documents(repeats, start=first_number):
+        word = chunks[0].text.split()[0]
+        start = time.perf_counter()
+        with kb.write() as writer:
+            document_id = writer.add_document(document)
+            writer.add_chunks(document_id, 0, chunks, vectors)
+        kb.flush()
+        lexical.search(word, K)
+        kb.search_chunks(vectors[:1], K)
+        adds.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        kb.delete(document_id)
+        lexical.search(word, K)
+        kb.search_chunks(vectors[:1], K)
+        deletes.append(time.perf_counter() - start)
+    return round(statistics.median(adds), 3), round(statistics.median(deletes), 3)
+
+
+def recall(kb: KnowledgeBaseStore, exact: ExactSearch) -> float:
+    """The share of the exact top 10 that the store's dense search returns, over the benchmark's queries."""
+    found = [[chunk.id for chunk, _ in kb.search_chunks(query[None], K)] for query in exact.queries]
+    hits = sum(len(set(row) & set(truth)) for row, truth in zip(found, exact.ids.tolist()))
+    return round(hits / exact.ids.size, 4)
+
+
+@contextmanager
+def open_backend(backend: str, postgres_url: str | None, folder: Path,
+                 ann: str) -> Iterator[tuple[KnowledgeBaseStore, Path]]:
+    """The store to fill, and the folder whose size is its disk use (the server's data folder for postgres)."""
+    if backend == "folder":
+        yield KnowledgeBase(folder, MODEL, use_gpu=False, ann=ann), folder
+        return
+    from rag.store_factory import open_store  # the PostgreSQL backend (issue 11 §2)
+
+    if postgres_url is not None:
+        yield open_store(postgres_url, MODEL, kb="scale", cache_dir=folder / "cache"), folder
+        return
+    import pgserver
+
+    data = folder / "pgdata"
+    data.mkdir(parents=True)
+    server = pgserver.get_server(str(data), cleanup_mode="stop")
+    try:
+        yield open_store(server.get_uri(), MODEL, kb="scale", cache_dir=folder / "cache"), data
+    finally:
+        server.cleanup()
+
+
+def run(chunks: int, backend: str, postgres_url: str | None, folder: Path, ann: str = "auto") -> dict:
+    corpus = SyntheticCorpus(chunks)
+    query_vectors = corpus.vectors(QUERIES)
+    query_texts = corpus.queries(QUERIES)
+    exact = ExactSearch(query_vectors, K)
+    with open_backend(backend, postgres_url, folder, ann) as (kb, disk_folder):
+        result = measure(kb, corpus, chunks, query_vectors, query_texts, exact)
+        result["backend"] = backend
+        result["rss_mb"] = round(PeakRss.current() / 2**20, 1)
+        kb.close()
+        result["disk_mb"] = round(sum(p.stat().st_size for p in disk_folder.rglob("*") if p.is_file()) / 2**20, 1)
+    return {key: result[key] for key in ("chunks", "backend", "search_ms", "recall_at_10", "add_document_s",
+                                         "delete_document_s", "rss_mb", "disk_mb")}
+
+
+def measure(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, chunks: int, query_vectors: np.ndarray,
+            query_texts: list[str], exact: ExactSearch) -> dict:
+    start = time.perf_counter()
+    documents = max(1, chunks // CHUNKS_PER_DOCUMENT)
+    fill(kb, corpus, documents, exact)
+    logger.info("stored %d chunks in %.1f s", documents * CHUNKS_PER_DOCUMENT, time.perf_counter() - start)
+    start = time.perf_counter()
+    lexical_index(kb).search(query_texts[0], K)
+    logger.info("BM25 index ready in %.1f s", time.perf_counter() - start)
+    retriever = Retriever(kb, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
+    search_ms = {
+        mode: timed_percentiles(lambda i, mode=mode: retriever.search(query_texts[i], K, mode, query_vectors[i]),
+                                QUERIES)
+        for mode in ("dense", "bm25", "hybrid")
+    }
+    add_s, delete_s = one_document_costs(kb, corpus, documents)
+    return {"chunks": documents * CHUNKS_PER_DOCUMENT, "search_ms": search_ms, "recall_at_10": recall(kb, exact),
+            "add_document_s": add_s, "delete_document_s": delete_s}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--chunks", type=int, required=True, help="chunks in the knowledge base (30 per document)")
+    parser.add_argument("--backend", choices=("folder", "postgres"), default="folder")
+    parser.add_argument("--postgres-url", default=None, help="an existing server; default: start one (pgserver)")
+    parser.add_argument("--folder", type=Path, default=None, help="where to build the store (default: a temp folder)")
+    parser.add_argument("--ann", choices=ANN_KINDS, default="auto", help="the folder store's vector index")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
+    with tempfile.TemporaryDirectory(prefix="loupe-scale-") as temp:
+        folder = args.folder or Path(temp) / "kb"
+        result = run(args.chunks, args.backend, args.postgres_url, folder, args.ann)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        for key, value in result.items():
+            print(f"{key}: {value}")
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def _vocabulary(size: int, rng: np.random.Generator) -> list[str]:
+    """`size` distinct made-up words of two to four syllables (no stop words, so BM25 keeps them)."""
+    words: dict[str, None] = {}
+    while len(words) < size:
+        count = int(rng.integers(2, 5))
+        words["".join(SYLLABLES[i] for i in rng.integers(0, len(SYLLABLES), count))] = None
+    return list(words)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""What only the PostgreSQL backend has: its URL, its one-line errors, BM25 inside the database, and two app
+processes on one database. The behaviour it shares with the folder backend is in test_store_contract.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import psycopg
+import pytest
+
+from ingest.pipeline import Ingestor
+from rag.components import Models
+from rag.lexical_index import LexicalIndex
+from rag.pg_connect import DatabaseRefused, DatabaseUnreachable, ExtensionMissing, parse_location
+from rag.records import ModelId, NewChunk, NewDocument
+from rag.settings import PROJECT_ROOT, Settings
+from rag.store_api import lexical_index
+from rag.store_factory import describe, open_store
+from tests.conftest import make_settings
+
+WORDS = ("glacier ice valley river lava magma crater coral reef polyp algae desert cactus rain station survey "
+         "season percent pressure current tide storm delta silt canyon erosion basalt granite").split()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_the_store_url_is_a_setting_and_is_never_shown_with_its_password():
+    url = "postgresql://loupe:s3cret@db.example:6543/library?kb=manuals&sslmode=require"
+    assert Settings.load({"store": url}, environ={}).store == url
+    assert Settings.load(environ={"LOUPE_STORE": url}).store == url
+    parsed = parse_location(url)
+    assert (parsed.kb, parsed.host, parsed.port, parsed.database) == ("manuals", "db.example", "6543", "library")
+    assert "kb=" not in parsed.conninfo and "sslmode=require" in parsed.conninfo
+    assert "s3cret" not in describe(url) and "db.example:6543/library" in describe(url)
+    assert parse_location(url, kb="other").kb == "other"
+
+
+def test_a_refused_connection_is_one_line_naming_the_server(tmp_path):
+    url = f"postgresql://loupe:s3cret@127.0.0.1:{free_port()}/library"
+    with pytest.raises(DatabaseUnreachable) as error:
+        open_store(url, ModelId("m", 4), cache_dir=tmp_path)
+    message = str(error.value)
+    assert "127.0.0.1" in message and "library" in message and "refused" in message
+    assert "s3cret" not in message and "\n" not in message and error.value.status == 503
+
+
+@pytest.fixture
+def password_role(pg_server):
+    """A role that must log in with a password: a line for it goes before the server's 'trust' ones."""
+    url, data = pg_server
+    hba = data / "pg_hba.conf"
+    original = hba.read_text()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP ROLE IF EXISTS loupe_pw")
+        conn.execute("CREATE ROLE loupe_pw LOGIN PASSWORD 'right-one'")
+        hba.write_text("local all loupe_pw scram-sha-256\n" + original)
+        conn.execute("SELECT pg_reload_conf()")
+    yield url.replace("postgres@", "loupe_pw:wrong-one@")
+    hba.write_text(original)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_reload_conf()")
+        conn.execute("DROP ROLE loupe_pw")
+
+
+def test_a_wrong_password_is_one_line_naming_the_user_not_the_password(password_role, tmp_path):
+    with pytest.raises(DatabaseRefused) as error:
+        open_store(password_role, ModelId("m", 4), cache_dir=tmp_path)
+    message = str(error.value)
+    assert "loupe_pw" in message and "password" in message and "postgres" in message
+    assert "wrong-one" not in message and "\n" not in message and error.value.status == 403
+
+
+@pytest.fixture
+def database_without_vector(pg_url):
+    """A database without pgvector, reached by a user who may not add it (only superusers may)."""
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE IF EXISTS novector")
+        conn.execute("DROP ROLE IF EXISTS plain")
+        conn.execute("CREATE ROLE plain LOGIN")
+        conn.execute("CREATE DATABASE novector OWNER plain")
+    yield pg_url.replace("postgres@/postgres", "plain@/novector")
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP DATABASE novector")
+        conn.execute("DROP ROLE plain")
+
+
+def test_a_missing_vector_extension_says_who_must_add_it(database_without_vector, tmp_path):
+    with pytest.raises(ExtensionMissing) as error:
+        open_store(database_without_vector, ModelId("m", 4), cache_dir=tmp_path)
+    message = str(error.value)
+    assert "novector" in message and "CREATE EXTENSION vector" in message and "\n" not in message
+
+
+def random_corpus(rng: np.random.Generator, documents: int, chunks: int) -> list[list[str]]:
+    """Texts drawn from a small vocabulary with a skewed frequency, so that BM25's idf matters."""
+    weights = 1 / np.arange(1, len(WORDS) + 1)
+    weights /= weights.sum()
+    return [[" ".join(rng.choice(WORDS, size=int(rng.integers(3, 30)), p=weights)) for _ in range(chunks)]
+            for _ in range(documents)]
+
+
+def fill(kb, corpus: list[list[str]], dim: int) -> None:
+    """Through the normal write path, the way benchmarks.scale fills a store."""
+    rng = np.random.default_rng(1)
+    for number, texts in enumerate(corpus):
+        with kb.write() as writer:
+            document_id = writer.add_document(NewDocument(f"/docs/{number}.txt", f"{number}.txt", "text",
+                                                          f"sha-{number}", 100, 1))
+            vectors = rng.normal(size=(len(texts), dim)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            writer.add_chunks(document_id, 0, [NewChunk(1, text) for text in texts], vectors)
+
+
+def test_bm25_in_the_database_scores_as_the_folder_backend(pg_store_url, tmp_path):
+    rng = np.random.default_rng(0)
+    corpus = random_corpus(rng, 12, 10)
+    model = ModelId("random", 8)
+    folder = open_store(tmp_path / "kb", model)
+    database = open_store(pg_store_url, model, cache_dir=tmp_path / "cache")
+    try:
+        fill(folder, corpus, 8)
+        fill(database, corpus, 8)
+        folder.delete(3)  # deletes must update N and the average length alike
+        database.delete(3)
+        queries = ["glacier valley", "coral reef polyp algae", "basalt granite canyon", "rain rain desert", "zebra"]
+        expected = LexicalIndex.for_store(folder).search_many(queries, 20)
+        found = lexical_index(database).search_many(queries, 20)
+        assert found[-1] == [] and any(expected)
+        for want, got in zip(expected, found):
+            # the same chunks (ids match: both stores numbered them alike) with the same scores (float32 in bm25s)
+            assert dict(got).keys() == dict(want).keys()
+            for chunk_id, score in got:
+                assert score == pytest.approx(dict(want)[chunk_id], rel=1e-4)
+    finally:
+        folder.close()
+        database.close()
+
+
+def test_a_store_opens_by_url_and_kb_name_and_dense_search_matches_exact(pg_store_url, tmp_path):
+    model = ModelId("random", 16)
+    base = parse_location(pg_store_url)
+    kb = open_store(base.with_kb("other"), model, kb=base.kb, cache_dir=tmp_path)  # the name given apart wins
+    try:
+        assert kb.location.kb == base.kb
+        rng = np.random.default_rng(2)
+        fill(kb, random_corpus(rng, 30, 20), 16)
+        vectors = kb.chunk_vectors(list(range(1, 601)))
+        ids = np.array(sorted(vectors))
+        matrix = np.stack([vectors[i] for i in ids])
+        query = matrix[17] + 0.1 * rng.normal(size=16).astype(np.float32)
+        exact = ids[np.argsort(-(matrix @ query))[:10]]
+        hits = kb.search_chunks(query, 10)
+        assert [c.id for c, _ in hits][:1] == [int(exact[0])]
+        assert len({c.id for c, _ in hits} & set(exact.tolist())) >= 9  # HNSW: approximate, near exact here
+        assert hits[0][1] == pytest.approx(float(matrix[ids == hits[0][0].id][0] @ query), rel=1e-5)
+    finally:
+        kb.close()
+
+
+def test_a_document_ingested_by_one_process_is_answered_by_another(pg_store_url, text_embedder, tmp_path):
+    settings = make_settings(pg_store_url, cache_dir=tmp_path / "cache", answer_mode="extractive")
+    models = Models(settings, text_embedder, None, "off")
+    kb = models.open_store()
+    try:
+        Ingestor(kb, settings, text_embedder).ingest([_write(tmp_path / "a.txt", "Tides follow the moon.")])
+        assistant = models.assistant(kb)
+        assert assistant.ask("What do tides follow?").sources[0].file == "a.txt"  # this process, warmed up
+
+        report = _write(tmp_path / "aurora.txt", "The aurora borealis glows green when solar wind hits oxygen.")
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(tmp_path / "other-cache"),
+               "LOUPE_CLIP_MODEL": "none", "LOUPE_STORE": pg_store_url}
+        done = subprocess.run([sys.executable, "-m", "rag", "ingest", str(report), "--quiet"], cwd=PROJECT_ROOT,
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+
+        answer = assistant.ask("Why does the aurora glow green?")
+        assert answer.sources[0].file == "aurora.txt" and "oxygen" in answer.text
+        bm25 = models.assistant(kb).retriever.search("aurora borealis", 1, mode="bm25")
+        assert bm25[0].chunk.file == "aurora.txt"
+    finally:
+        kb.close()
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_the_service_creates_lists_and_deletes_knowledge_bases_in_the_database(pg_store_url, text_embedder, tmp_path):
+    from service.knowledge_bases import KnowledgeBases
+
+    settings = make_settings(pg_store_url, cache_dir=tmp_path / "cache")
+    knowledge_bases = KnowledgeBases(settings, Models(settings, text_embedder, None, "off"))
+    try:
+        default, other = knowledge_bases.default, f"{knowledge_bases.default}-x"
+        knowledge_bases.create(other)
+        assert knowledge_bases.names() == [default, other]
+        assert knowledge_bases.open(other).documents() == []
+        knowledge_bases.delete(other)
+        assert knowledge_bases.names() == [default]
+    finally:
+        knowledge_bases.close()
