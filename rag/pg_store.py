@@ -44,12 +44,12 @@ from rag.pg_connect import (
 from rag.records import ChunkRecord, DocumentInfo, ImageRecord, ModelId, NewChunk, NewDocument, indexed_text
 from rag.sentence_vectors import pack, unpack
 from rag.store import (
-    AmbiguousDocument,
     DocumentNotFound,
     ModelMismatch,
     StagedDocument,
     _image_extension,
     commit_staged,
+    only_match,
 )
 
 logger = logging.getLogger(__name__)
@@ -206,12 +206,7 @@ class PgKnowledgeBase:
         else:
             absolute = str(Path(reference).expanduser().resolve())
             matches = self.documents_by_path(absolute) or self.documents("WHERE d.name = %s", (reference,))
-        if not matches:
-            raise DocumentNotFound(f"no document '{reference}' in {self.location.kb}")
-        if len(matches) > 1:
-            listed = ", ".join(f"{d.id} ({d.path})" for d in matches)
-            raise AmbiguousDocument(f"'{reference}' matches several documents: {listed}; give the id instead")
-        return matches[0]
+        return only_match(matches, reference, self.location.kb)
 
     def search_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[ChunkRecord, float]]:
         """The k chunks nearest the query by inner product (HNSW), best first."""

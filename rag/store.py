@@ -305,12 +305,7 @@ class KnowledgeBase:
         else:
             absolute = str(Path(reference).expanduser().resolve())
             matches = [d for d in documents if d.path == absolute] or [d for d in documents if d.name == reference]
-        if not matches:
-            raise DocumentNotFound(f"no document '{reference}' in {self.folder.name}")
-        if len(matches) > 1:
-            listed = ", ".join(f"{d.id} ({d.path})" for d in matches)
-            raise AmbiguousDocument(f"'{reference}' matches several documents: {listed}; give the id instead")
-        return matches[0]
+        return only_match(matches, reference, self.folder.name)
 
     def search_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[ChunkRecord, float]]:
         with self._lock:
@@ -479,6 +474,17 @@ class KnowledgeBase:
         with self._write_lock, self._lock:  # the order write() takes them in
             self._reader.close()
             self._writer.close()
+
+
+def only_match(matches: list[DocumentInfo], reference: str, where: str) -> DocumentInfo:
+    """The one document a reference (an id, a path or a file name) matched in knowledge base `where`;
+    DocumentNotFound for none, AmbiguousDocument for several."""
+    if not matches:
+        raise DocumentNotFound(f"no document '{reference}' in {where}")
+    if len(matches) > 1:
+        listed = ", ".join(f"{d.id} ({d.path})" for d in matches)
+        raise AmbiguousDocument(f"'{reference}' matches several documents: {listed}; give the id instead")
+    return matches[0]
 
 
 def commit_staged(kb: KnowledgeBase | KnowledgeBaseStore, document: NewDocument,

@@ -136,7 +136,9 @@ def test_image_tags_shown_searched_and_relabelled(page: Page, live):
 
 def test_a_changed_knowledge_base_is_retrained_and_retagged_in_the_background(live, tmp_path):
     explore = live.service.explore
-    before = explore.word_vectors(None, "skipgram")  # trained by the word vectors test above
+    training = explore.train_words(None, "skipgram")  # the knowledge base as it is now (other tests add to it)
+    wait_until(lambda: training.done, "the word vectors trained")
+    before = explore.word_vectors(None, "skipgram")
     (tmp_path / "zeppelins.txt").write_text("The zeppelin hangar held two zeppelin airships.\n" * 3)
     assert live.service.ingest(None, [("zeppelins.txt", tmp_path / "zeppelins.txt")])[0].status == "added"
     jobs = explore.documents_changed(None)  # what the page does after every ingest or deletion

@@ -1,4 +1,4 @@
-"""Real text for the Explore tests: Disfl-QA paragraphs (SQuAD Wikipedia text, shared/data/disflqa) written into a
+"""Real text for the Explore tests: Disfl-QA paragraphs (SQuAD Wikipedia text; tests/data/README.md) written into a
 real folder store with the real MiniLM vectors, one paragraph a chunk, a few documents."""
 
 from __future__ import annotations
@@ -6,19 +6,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from rag.records import NewChunk, NewDocument
-from rag.settings import PROJECT_ROOT
 
-DISFLQA_CORPUS = PROJECT_ROOT.parent / "shared" / "data" / "disflqa" / "corpus.jsonl"
+DISFLQA_PARAGRAPHS = Path(__file__).parents[1] / "data" / "disflqa-paragraphs-300.jsonl"
 
 
 def disflqa_paragraphs(count: int) -> list[str]:
-    """The first `count` paragraphs of the Disfl-QA corpus; the tests that need it skip without it."""
-    if not DISFLQA_CORPUS.exists():
-        pytest.skip(f"the Disfl-QA corpus is not here ({DISFLQA_CORPUS.name} under shared/data/disflqa)")
-    with DISFLQA_CORPUS.open(encoding="utf-8") as lines:
+    """The first `count` (at most 300) paragraphs of the Disfl-QA corpus."""
+    with DISFLQA_PARAGRAPHS.open(encoding="utf-8") as lines:
         return [json.loads(line)["text"] for _, line in zip(range(count), lines)]
 
 
