@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import secrets
 import shutil
 import threading
 import weakref
@@ -50,6 +49,7 @@ from rag.store import (
     _image_extension,
     commit_staged,
     only_match,
+    staging_folder,
 )
 
 logger = logging.getLogger(__name__)
@@ -298,12 +298,8 @@ class PgKnowledgeBase:
     @contextmanager
     def staging(self) -> Iterator[StagedDocument]:
         """A private local folder for one document on its way in, removed afterwards."""
-        folder = self.folder / STAGING_DIR / f"{os.getpid()}-{secrets.token_hex(8)}"
-        folder.mkdir(parents=True)
-        try:
-            yield StagedDocument(folder, self.text_model.dim)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        with staging_folder(self.folder, self.text_model.dim) as staged:
+            yield staged
 
     def commit(self, document: NewDocument, staged: StagedDocument) -> tuple[int, list[DocumentInfo]]:
         """Add a staged document in one transaction, deleting the documents from the same path it replaces;

@@ -368,12 +368,8 @@ class KnowledgeBase:
     def staging(self) -> Iterator[StagedDocument]:
         """A private folder for one document on its way in, removed afterwards, committed or not. Named after
         this process: other processes leave it alone while the process lives, and remove it once it is dead."""
-        folder = self.folder / STAGING_DIR / f"{os.getpid()}-{secrets.token_hex(8)}"
-        folder.mkdir(parents=True)
-        try:
-            yield StagedDocument(folder, self.text_model.dim)
-        finally:
-            shutil.rmtree(folder, ignore_errors=True)
+        with staging_folder(self.folder, self.text_model.dim) as staged:
+            yield staged
 
     def commit(self, document: NewDocument, staged: StagedDocument) -> tuple[int, list[DocumentInfo]]:
         """Add a staged document in one short transaction, with the documents from the same path it replaces
@@ -474,6 +470,18 @@ class KnowledgeBase:
         with self._write_lock, self._lock:  # the order write() takes them in
             self._reader.close()
             self._writer.close()
+
+
+@contextmanager
+def staging_folder(store_folder: Path, text_dim: int) -> Iterator[StagedDocument]:
+    """Every store's staging: a folder under store_folder/staging named after this process (other processes
+    leave it alone while the process lives, and remove it once it is dead), removed afterwards, committed or not."""
+    folder = store_folder / STAGING_DIR / f"{os.getpid()}-{secrets.token_hex(8)}"
+    folder.mkdir(parents=True)
+    try:
+        yield StagedDocument(folder, text_dim)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def only_match(matches: list[DocumentInfo], reference: str, where: str) -> DocumentInfo:
