@@ -20,10 +20,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rag.cli import add_embedder_flags, add_generator_flags
+from rag.cli import add_embedder_flags, add_generator_flags, configured_settings
 from rag.components import Models, configure_hub
-from rag.logs import configure_logging
-from rag.settings import Settings, SettingsError
+from rag.settings import Settings
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -126,12 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.host is None and os.environ.get("SPACE_ID") and not os.environ.get("LOUPE_HOST"):
         args.host = "0.0.0.0"  # a Hugging Face Space reaches the app from outside its container
-    try:
-        settings = Settings.from_args(args)
-    except SettingsError as error:
-        print(f"error: {error}", file=sys.stderr)
+    settings = configured_settings(args)
+    if settings is None:
         return 2
-    configure_logging(settings.log_level)
     start = time.perf_counter()
     demo, service = create_app(settings)
     if service.models.clip_status:

@@ -122,14 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def configured_settings(args: argparse.Namespace) -> Settings | None:
+    """The settings the parsed flags give, with logging configured; None after printing why they are invalid (the
+    entry point then exits 2). Shared by this CLI and app.py."""
     try:
         settings = Settings.from_args(args)
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
+        return None
     configure_logging(settings.log_level)
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    settings = configured_settings(args)
+    if settings is None:
+        return 2
     from rag.components import configure_hub
 
     configure_hub()

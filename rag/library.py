@@ -38,7 +38,20 @@ class KnowledgeBaseExists(LibraryError, Conflict):
     pass
 
 
-class Library:
+class _KnowledgeBaseNames:
+    """What both libraries derive from `names()`."""
+
+    def names(self) -> list[str]:
+        raise NotImplementedError
+
+    def exists(self, name: str) -> bool:
+        try:
+            return name in self.names()
+        except LibraryError:
+            return False
+
+
+class Library(_KnowledgeBaseNames):
     def __init__(self, root: Path, default: str = "default", default_folder: Path | None = None) -> None:
         self.root = Path(root).expanduser().resolve()
         self.default = default
@@ -58,12 +71,6 @@ class Library:
                             if p.is_dir() and p.name != self.default and NAME_PATTERN.fullmatch(p.name)
                             and _is_knowledge_base(p))
         return [self.default, *others]
-
-    def exists(self, name: str) -> bool:
-        try:
-            return name in self.names()
-        except LibraryError:
-            return False
 
     def path(self, name: str) -> Path:
         """The folder of knowledge base `name`; raises LibraryError for a name that is not allowed."""
@@ -97,7 +104,7 @@ class Library:
         shutil.rmtree(folder)
 
 
-class DatabaseLibrary:
+class DatabaseLibrary(_KnowledgeBaseNames):
     """The knowledge bases of one PostgreSQL database; `path(name)` is the URL that opens one."""
 
     def __init__(self, url: str, cache_dir: Path) -> None:
@@ -120,12 +127,6 @@ class DatabaseLibrary:
         with self._connection() as conn:
             others = [n for n in knowledge_base_names(conn) if n != self.default and NAME_PATTERN.fullmatch(n)]
         return [self.default, *others]
-
-    def exists(self, name: str) -> bool:
-        try:
-            return name in self.names()
-        except LibraryError:
-            return False
 
     def path(self, name: str) -> str:
         """The URL of knowledge base `name` (it holds the password: never show it); LibraryError for a bad name."""

@@ -7,17 +7,13 @@ own retry loop). What still fails becomes a ModelServerError (502) that names th
 status; the key is neither logged nor put in a message nor in repr.
 
 The server does not say how many tokens its model reads or how it counts them, so this backend assumes
-ASSUMED_MAX_TOKENS and approximates a count without the model's tokenizer: every run of letters or digits
-counts a token per 4 characters (rounded up) and every other visible character one token. English text comes
-out a little above what byte-pair and word-piece tokenizers count (about 4 characters a token), so chunks cut by
-this count fit the model's window.
+ASSUMED_MAX_TOKENS and counts tokens with rag.openai_server.approximate_tokens, which errs high for English,
+so chunks cut by this count fit the model's window.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -26,7 +22,7 @@ import openai
 from rag.embedder import BatchedEmbedder
 from rag.errors import ModelServerError
 from rag.openai_generator import CONNECT_TIMEOUT_S, MAX_RETRIES, NO_KEY
-from rag.openai_server import ServerClient
+from rag.openai_server import ServerClient, approximate_tokens
 from rag.records import ModelId
 from rag.settings import Settings
 
@@ -35,14 +31,6 @@ logger = logging.getLogger(__name__)
 ASSUMED_MAX_TOKENS = 512  # what common embedding models read (bge, e5, gte, nomic: 512; OpenAI's: 8,191)
 BATCH_SIZE = 64  # texts per request: far under OpenAI's 2,048, small enough for a slow server's timeout
 TIMEOUT_S = 60.0
-CHARS_PER_TOKEN = 4
-_PIECES = re.compile(r"\w+|[^\w\s]")
-
-
-def approximate_tokens(text: str) -> int:
-    """A tokenizer-free token count that errs high for English (see the module's docstring)."""
-    return sum(math.ceil(len(p) / CHARS_PER_TOKEN) if p[0].isalnum() or p[0] == "_" else 1
-               for p in _PIECES.findall(text))
 
 
 class OpenAIEmbedder(ServerClient, BatchedEmbedder):

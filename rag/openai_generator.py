@@ -19,7 +19,7 @@ import openai
 
 from rag.errors import Busy, LoupeError, TooLarge
 from rag.generator import Message
-from rag.openai_server import ServerClient
+from rag.openai_server import ServerClient, approximate_tokens
 from rag.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -30,11 +30,10 @@ MAX_RETRIES = 2  # the client waits about 0.5 s, then 1 s (with jitter) between 
 # ignore this one; it also keeps the client from reading OPENAI_API_KEY, which belongs to another server.
 NO_KEY = "no-key"
 # The chat-completions API does not say how long a context the model reads, so `fits` assumes a common size
-# (Ollama's, llama.cpp's server's default context of 4,096 tokens) and counts a token per 3 characters, which
-# overestimates English text (about 4 characters a token): a prompt it accepts fits on any such server. A
-# server with a smaller context still answers a prompt that does not fit with an error, translated to TooLarge.
+# (Ollama's, llama.cpp's server's default context of 4,096 tokens) and counts tokens as the embeddings backend does
+# (rag.openai_server.approximate_tokens, which errs high): a prompt it accepts fits on any such server. A server
+# with a smaller context still answers a prompt that does not fit with an error, translated to TooLarge.
 ASSUMED_CONTEXT_TOKENS = 4096
-CHARS_PER_TOKEN = 3
 _CONTEXT_ERROR = re.compile(r"context|too long|maximum.{0,20}length|too many tokens", re.IGNORECASE)
 
 
@@ -84,8 +83,8 @@ class OpenAIGenerator(ServerClient):
 
     def fits(self, messages: list[Message], max_new_tokens: int) -> bool:
         """An estimate (see ASSUMED_CONTEXT_TOKENS): the server does not say how much its model reads."""
-        characters = sum(len(m["content"]) for m in messages)
-        return characters / CHARS_PER_TOKEN + max_new_tokens <= ASSUMED_CONTEXT_TOKENS
+        prompt = sum(approximate_tokens(m["content"]) for m in messages)
+        return prompt + max_new_tokens <= ASSUMED_CONTEXT_TOKENS
 
     def close(self) -> None:
         self._client.close()
