@@ -39,7 +39,6 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,7 +105,7 @@ def openai_error(status: int, message: str, headers: dict[str, str] | None = Non
 
 class OpenAIRoute(RestRoute):
     """webapi's translator (a LoupeError's status and message, a logged 500 for anything else), answered in
-    OpenAI's error shape; a malformed request is a 400, as OpenAI's own API answers it."""
+    OpenAI's error shape; a malformed request is a 400 (webapi.invalid_request), as OpenAI's own API answers it."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -116,19 +115,11 @@ class OpenAIRoute(RestRoute):
                 response = await handler(request)
             except HTTPException as error:  # the auth check's 401
                 return openai_error(error.status_code, str(error.detail), error.headers)
-            except RequestValidationError as error:
-                return openai_error(400, _validation_message(error))
             if response.status_code >= 400 and isinstance(response, JSONResponse):
                 return openai_error(response.status_code, json.loads(response.body)["detail"])
             return response
 
         return shaped
-
-
-def _validation_message(error: RequestValidationError) -> str:
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())[1:])  # without the leading "body"
-    return f"invalid request: {f'{where}: ' if where else ''}{first.get('msg', 'malformed')}"
 
 
 def make_openai_auth_check(settings: Settings) -> Callable[[Request], None]:

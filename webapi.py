@@ -30,7 +30,7 @@ import secrets
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -95,9 +95,20 @@ def _api(doing: str, function: Callable, *args: Any) -> Any:
         raise gradio_error(error, doing) from None
 
 
+def invalid_request(error: RequestValidationError) -> str:
+    """FastAPI's validation errors as one line: "invalid request: question: Field required; k: Input should be a
+    valid integer"."""
+    def place(location: Sequence[Any]) -> str:
+        return ".".join(str(part) for part in location[1:]) or "body"  # location[0] is "body" or "query"
+
+    return "invalid request: " + "; ".join(f"{place(e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+                                           for e in error.errors())
+
+
 class RestRoute(APIRoute):
     """Every REST route answers a LoupeError with its own status and message, and anything unexpected with a
-    logged 500 that says no more (its text may hold server paths). FastAPI's own errors pass as they are."""
+    logged 500 that says no more (its text may hold server paths). A request that fails FastAPI's validation gets a
+    400 with one line that names the field; FastAPI's other errors pass as they are."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
@@ -105,7 +116,9 @@ class RestRoute(APIRoute):
         async def translated(request: Request) -> Response:
             try:
                 return await handler(request)
-            except (HTTPException, RequestValidationError, ClientDisconnect, _BodyTooLarge):
+            except RequestValidationError as error:  # FastAPI's 422 with a list: the documented 400 and one line
+                return JSONResponse({"detail": invalid_request(error)}, status_code=400)
+            except (HTTPException, ClientDisconnect, _BodyTooLarge):
                 raise  # FastAPI's and the server's own: answered by their handlers and middleware
             except LoupeError as error:
                 return JSONResponse({"detail": str(error)}, status_code=error.status)

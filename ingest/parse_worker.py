@@ -314,6 +314,9 @@ def _limit_address_space(extra_bytes: int) -> None:
 
 
 def _main(argv: list[str]) -> None:
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when this worker stops (it closes
+    # the pipe or kills it), so the worker ignores the interrupt instead of printing a traceback mid-shutdown.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(level=logging.WARNING, format="parse worker: %(levelname)s %(name)s: %(message)s")
     _serve(Connection(int(argv[1])))
 

@@ -213,8 +213,9 @@ def reference_z(unrelated: _Unrelated) -> dict[str, float]:
 
 
 def main() -> None:
-    """`python -m rag.calibration [--text-model X] [--embedder Y] [--embed-dims N] [--store KB]`: the embedder's
-    unrelated-pair statistics, its cut-offs, and the z values that would reproduce MiniLM's."""
+    """`python -m rag.calibration [--text-model X] [--embedder Y] [--embed-dims N] [--store KB] [--warm]`: the
+    embedder's unrelated-pair statistics, its cut-offs, and the z values that would reproduce MiniLM's. --warm
+    (the set-up script's): only make sure the cut-offs are cached, so the app's first question doesn't measure."""
     import argparse
 
     from rag.cli import add_embedder_flags
@@ -225,10 +226,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
     parser.add_argument("--text-model", dest="text_model")
     parser.add_argument("--store")
+    parser.add_argument("--warm", action="store_true", help="cache the cut-offs (measured only when not cached)")
     add_embedder_flags(parser.add_argument)
     args = parser.parse_args()
     configure_hub()
-    embedder = build_embedder(Settings.from_args(args))
+    settings = Settings.from_args(args)
+    embedder = build_embedder(settings)
+    if args.warm:
+        cutoffs = cutoffs_for(embedder, settings.cache_dir)
+        print(f"cut-offs for {embedder.model_id.name}: passage {cutoffs.passage}, sentence {cutoffs.sentence}")
+        return
     unrelated = unrelated_cosines(embedder)
     json.dump({"model": embedder.model_id.name, "unrelated": asdict(unrelated),
                "cutoffs": asdict(cutoffs_from(unrelated)), "z_for_reference": reference_z(unrelated)},

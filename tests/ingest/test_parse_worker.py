@@ -184,3 +184,33 @@ def test_image_bytes_come_back_intact(tmp_path: Path, png_bytes: Callable) -> No
     with Image.open(io.BytesIO(items[0].data)) as image:
         assert image.size == (1000, 1000)
 
+
+
+def test_ctrl_c_is_left_to_the_parent_so_a_worker_survives_it(files: list[Path]) -> None:
+    """Ctrl-C in a terminal signals the whole process group: the worker ignores it (the app decides when workers
+    stop) instead of dying with a KeyboardInterrupt traceback in the middle of the app's shutdown."""
+    import os
+    import signal
+    import time
+
+    from ingest.parse_worker import _Worker
+
+    worker = _Worker()
+    try:
+        status = Path(f"/proc/{worker.process.pid}/status")
+        ignored = 0
+        for _ in range(600):  # until the worker has started up and set its signals (bit 1 of SigIgn: SIGINT)
+            if not worker.alive():
+                break
+            ignored = int(next(line for line in status.read_text().splitlines() if line.startswith("SigIgn:"))
+                          .split()[1], 16)
+            if ignored & 1 << (signal.SIGINT - 1):
+                break
+            time.sleep(0.1)
+        assert ignored & 1 << (signal.SIGINT - 1), "the worker does not ignore SIGINT"
+        os.kill(worker.process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert worker.alive()
+    finally:
+        worker.stop()
+    assert _result(read_file_bounded(files[0], False, LIMITS)) == _result(read_file(files[0], None, LIMITS))

@@ -98,3 +98,16 @@ def test_an_embedder_with_high_cosines_still_refuses_off_topic_questions(tmp_pat
         assert "L shape" in on_topic.text and on_topic.sources[0].file == "chess.txt"
     finally:
         kb.close()
+
+
+def test_the_set_up_scripts_warm_run_caches_what_the_app_reads(tmp_path, monkeypatch, capsys, text_embedder):
+    """`python -m rag.calibration --warm` (scripts/setup.sh) leaves the cut-offs in the cache the app reads, so the
+    first question of a new install does not measure them (a new user's first answer waited 42 s for that)."""
+    monkeypatch.setenv("LOUPE_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr("sys.argv", ["rag.calibration", "--warm"])
+    calibration.main()
+    assert "cut-offs for all-MiniLM-L6-v2" in capsys.readouterr().out
+    [cached] = (tmp_path / "calibration").iterdir()
+    calibration._cache.clear()
+    cached.write_text(json.dumps({"cutoffs": {"passage": 0.5, "sentence": 0.6}}))  # what the app finds is this file
+    assert cutoffs_for(text_embedder, tmp_path) == Cutoffs(0.5, 0.6)

@@ -140,6 +140,22 @@ def test_a_flipped_negation_is_flagged_both_ways():
     assert not antonym.supported
 
 
+def test_a_denial_of_what_the_passage_affirms_is_flagged_whichever_sentence_matches_best():
+    """A new user's case: generate mode answered "No, ONNX Runtime does not collect telemetry. [3]", marked
+    supported, from a passage (onnxruntime's privacy notes) that says builds send telemetry. The sentence that shares
+    most words ("ONNX Runtime C APIs ...") holds no "telemetry", so the sentence-by-sentence check saw no denial."""
+    passage = ["Other builds with telemetry (Linux, macOS, Windows builds not made for Windows apps). These platforms "
+               "use the 1DS SDK to send the same trace events to Microsoft's telemetry backend over HTTPS. ONNX "
+               "Runtime C APIs allow 1DS to be turned on/off."]
+    denial = check_sentence("No, ONNX Runtime does not collect telemetry.", passage,
+                            "Does ONNX Runtime collect telemetry?")
+    assert not denial.supported and "opposite" in denial.reason
+    assert check_sentence("ONNX Runtime C APIs allow 1DS to be turned on or off.", passage).supported
+    worded_around = ["Most decimal fractions cannot be represented exactly as binary fractions."]
+    assert check_sentence("Most decimal fractions can't be stored exactly as binary fractions.",
+                          worded_around).supported  # the passage denies it with another verb: still supported
+
+
 def test_an_invented_qualifier_is_flagged():
     passage = ["The Social Charter became the basis for European Community legislation on these issues."]
     assert not check_sentence("The Social Charter became the basis for all European Community legislation.",
