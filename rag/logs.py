@@ -33,5 +33,6 @@ def configure_logging(level: str = "INFO") -> None:
         handler._loupe = True  # type: ignore[attr-defined]  # configure twice, log once
         root.addHandler(handler)
     root.setLevel(logging.WARNING)  # libraries: warnings and worse
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import ("Building index...")
     for name in ("rag", "ingest", "app", "service", "ui", "webapi", "openai_api", "benchmarks"):
         logging.getLogger(name).setLevel(level.upper())
