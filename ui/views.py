@@ -24,7 +24,12 @@ NOT_GROUNDED = ("**The documents don't hold an answer to this question**, so Lou
 STOPPED = "\n\n*⏹ Stopped.*"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 # Characters Markdown (and Gradio's LaTeX) would act on: a backslash before each shows it as itself.
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~$>-])")
+# Parentheses are left alone: with the brackets escaped they open no link or image, and an escaped ")" right after a
+# web address would be taken into the address by the renderer's automatic linking.
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]#+!|~$>-])")
+# A bare web address (captured, for re.split), without brackets, quotes or spaces, and without the punctuation that
+# ends a sentence or closes a parenthesis after it.
+_BARE_URL = re.compile(r"(https?://[^\s<>\"'`\[\](){}|\\^]*[^\s<>\"'`\[\](){}|\\^.,;:!?*_~-])")
 # A citation "[n]" after plain() escaped it.
 _ESCAPED_CITATION = re.compile(r"\\\[(\d{1,2})\\\]")
 CITE_PREFIX = "#cite-"
@@ -107,8 +112,16 @@ def text_of(content) -> str:
 
 def plain(text: str) -> str:
     """Text from a document (or the model that quotes it) made safe for a Markdown component: shown as it is,
-    never as an image, a link, a tag or formatting, so a document can't make the browser load anything."""
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False))
+    never as an image, a link, a tag or formatting, so a document can't make the browser load anything.
+
+    A bare web address is left unescaped: the renderer links bare addresses itself and would take a backslash
+    into the address ("https://www.cwi.nl\\)"). Such a link loads nothing until it is clicked, and the address
+    stops before any character that could open Markdown syntax around it."""
+    pieces = []
+    for i, piece in enumerate(_BARE_URL.split(str(text))):
+        escaped = html.escape(piece, quote=False)
+        pieces.append(escaped if i % 2 else _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
+    return "".join(pieces)
 
 
 def with_citation_links(markdown: str, numbers: set[int]) -> str:

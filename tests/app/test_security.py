@@ -296,7 +296,8 @@ def test_a_document_cannot_make_the_browser_load_remote_images(page, live, http,
 
     assert "img-src 'self' data: blob:" in http.get("/").headers["content-security-policy"]
     note = tmp_path / "spare-key.txt"
-    note.write_text(f"The spare key of the boathouse hangs on the blue hook ![pixel]({beacon.url}/markdown.png) "
+    note.write_text(f"The spare key of the boathouse hangs on the blue hook (https://boathouse.example/spare_key-hook) "
+                    f"![pixel]({beacon.url}/markdown.png) "
                     f"beside the <img src=\"{beacon.url}/html.png\"> tide table.\n")
     assert [r.status for r in live.service.ingest(None, [(note.name, note)])] == ["added"]
     page.goto(live.url)
@@ -307,6 +308,9 @@ def test_a_document_cannot_make_the_browser_load_remote_images(page, live, http,
     answer = page.locator("#chatbot [data-testid='bot']").last
     expect(answer).to_contain_text("blue hook")
     expect(answer).to_contain_text("markdown.png")  # shown as text, not loaded
+    # a bare web address reads as written: no escaping backslash taken into it by the renderer's automatic links
+    expect(answer).to_contain_text("(https://boathouse.example/spare_key-hook)")
+    assert "\\" not in answer.inner_text()
     page.locator("#sources .source-card").filter(has_text="spare-key.txt").first.click()
     expect(page.locator("#source-context")).to_contain_text("html.png")
     page.wait_for_timeout(1000)  # a request the page made while rendering would have reached the beacon by now
