@@ -3,18 +3,27 @@
     python -m benchmarks.scale --chunks 100000 [--backend folder|postgres] [--postgres-url URL] [--json]
 
 Vectors for a million chunks can't be made with the real encoder here (about 7 hours), so the chunks are
-synthetic, inserted through the store's own write path (KnowledgeBase.write: Writer.add_document/add_chunks):
+synthetic, inserted through the store's own write path (KnowledgeBase.write: Writer.add_document/add_chunks,
+BATCH_DOCUMENTS documents a transaction, inside the store's bulk_load(): the vector index is built once at the end,
+and the BM25 index once after it):
 - vectors: unit vectors around random cluster centres (one cluster per ~500 chunks), so that near neighbours
   exist and an approximate index is measured on the kind of neighbourhoods real embeddings have;
 - texts: words drawn from a Zipf vocabulary (exponent 1.1, 30,000 words), so BM25's posting lists are as
   skewed as in real text; queries are four words of the middle of the vocabulary.
 
 Measured (query embedding excluded: the queries' vectors are given, as the Retriever accepts them):
-- search_ms: p50/p95 of Retriever.search(k=10) per mode, after one warm-up query;
+- search_ms: p50/p95 of Retriever.search(k=10) per mode, after one warm-up query (wall clock);
+- cpu_ms: the same searches' CPU time in this thread (time.thread_time; FAISS runs a single query on this one
+  thread): on a shared machine the wall clock counts other processes' turns on the cores, this does not. For the
+  postgres backend it leaves out the server's work, so read search_ms there;
+- load_average: the machine's 1-minute load average at the start and at the end of the run;
 - recall_at_10: the store's dense top 10 against exact search (a brute-force scan of the same vectors);
 - add_document_s / delete_document_s: one 10-page document (30 chunks): the commit, flush() and the BM25
   index catching up, i.e. until a search sees it (the median of three);
 - rss_mb: this process's resident memory at the end; disk_mb: the store's size on disk.
+
+With --folder, the store is kept; a later run on the same folder and --chunks skips the fill and measures the
+store as a new process opens it (the exact top 10 is then computed from the stored vectors).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import sys
 import tempfile
@@ -51,7 +61,8 @@ CHUNKS_PER_CLUSTER = 500
 NOISE = 0.9  # the norm of a vector's offset from its cluster centre, before normalising
 QUERIES = 200
 K = 10
-BATCH_DOCUMENTS = 100  # documents per write transaction while filling the store
+BATCH_DOCUMENTS = 1000  # documents per write transaction while filling the store (30,000 chunks)
+EXACT_SCAN_IDS = 50_000  # chunk ids read at a time when the exact top 10 is computed from a kept store
 SYLLABLES = ("ka", "lo", "mi", "ra", "tu", "ve", "sho", "nel", "dar", "fin", "gor", "pel", "quo", "sta", "vin",
              "zen", "bre", "cal", "dun", "har")
 
@@ -63,7 +74,7 @@ class SyntheticCorpus:
         self.rng = np.random.default_rng(seed)
         clusters = max(8, chunks // CHUNKS_PER_CLUSTER)
         self.centres = _unit(self.rng.standard_normal((clusters, DIM)).astype(np.float32))
-        self.words = np.array(_vocabulary(VOCABULARY, self.rng))
+        self.words = _vocabulary(VOCABULARY, self.rng)
         ranks = np.arange(1, VOCABULARY + 1, dtype=np.float64)
         self.word_p = ranks ** -ZIPF_EXPONENT / (ranks ** -ZIPF_EXPONENT).sum()
 
@@ -74,13 +85,13 @@ class SyntheticCorpus:
 
     def texts(self, count: int) -> list[str]:
         lengths = self.rng.integers(*WORDS_PER_CHUNK, count)
-        drawn = self.rng.choice(len(self.words), size=int(lengths.sum()), p=self.word_p)
-        bounds = np.concatenate([[0], np.cumsum(lengths)])
-        return [" ".join(self.words[drawn[a:b]]) for a, b in zip(bounds[:-1], bounds[1:])]
+        drawn = self.rng.choice(len(self.words), size=int(lengths.sum()), p=self.word_p).tolist()
+        bounds = np.concatenate([[0], np.cumsum(lengths)]).tolist()
+        return [" ".join(map(self.words.__getitem__, drawn[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
 
     def queries(self, count: int) -> list[str]:
         # Words of ranks 100-5,000: neither stop-word-like nor unseen, like the content words of a question.
-        return [" ".join(self.words[self.rng.integers(100, 5000, 4)]) for _ in range(count)]
+        return [" ".join(map(self.words.__getitem__, self.rng.integers(100, 5000, 4).tolist())) for _ in range(count)]
 
     def documents(self, count: int, start: int = 0) -> Iterator[tuple[NewDocument, list[NewChunk], np.ndarray]]:
         for number in range(start, start + count):
@@ -120,31 +131,53 @@ class NoEmbedder:
 
 
 def fill(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, documents: int, exact: ExactSearch) -> None:
+    """Store `documents` synthetic documents, BATCH_DOCUMENTS a transaction, inside the store's bulk_load()."""
     done = 0
-    while done < documents:
-        batch = min(BATCH_DOCUMENTS, documents - done)
-        added = []
-        with kb.write() as writer:
-            for document, chunks, vectors in corpus.documents(batch, start=done):
-                document_id = writer.add_document(document)
-                writer.add_chunks(document_id, 0, chunks, vectors)
-                added.append((document_id, vectors))
-        for document_id, vectors in added:  # the ids the store gave, in ordinal order (any backend)
-            exact.add(np.array([c.id for c in kb.chunks_of_document(document_id)], np.int64), vectors)
-        done += batch
-        if done % 10_000 < BATCH_DOCUMENTS:
+    with kb.bulk_load():
+        while done < documents:
+            batch = min(BATCH_DOCUMENTS, documents - done)
+            added = []
+            with kb.write() as writer:
+                for document, chunks, vectors in corpus.documents(batch, start=done):
+                    document_id = writer.add_document(document)
+                    writer.add_chunks(document_id, 0, chunks, vectors)
+                    added.append((document_id, vectors))
+            # the ids the store gave, in ordinal order (any backend)
+            exact.add(np.array([c.id for document_id, _ in added for c in kb.chunks_of_document(document_id)],
+                               np.int64), np.concatenate([vectors for _, vectors in added]))
+            done += batch
             logger.info("%d chunks stored", done * CHUNKS_PER_DOCUMENT)
+        logger.info("building the vector index")
     kb.flush()
 
 
-def timed_percentiles(run: Callable[[int], object], count: int) -> dict[str, float]:
+def exact_from_store(kb: KnowledgeBaseStore, exact: ExactSearch) -> None:
+    """The exact top 10 of a kept store, from its stored vectors (ids ascending from 1, as a fill leaves them)."""
+    seen, first = 0, 1
+    while seen < kb.text_index.size:
+        vectors = kb.chunk_vectors(list(range(first, first + EXACT_SCAN_IDS)))
+        if vectors:
+            ids = np.fromiter(vectors, np.int64, len(vectors))
+            exact.add(ids, np.stack([vectors[int(i)] for i in ids]))
+            seen += len(vectors)
+        first += EXACT_SCAN_IDS
+
+
+def timed_percentiles(run: Callable[[int], object], count: int) -> tuple[dict[str, float], dict[str, float]]:
+    """p50/p95 of the wall-clock and of this thread's CPU milliseconds of run(0..count-1), after a warm-up."""
     run(0)  # warm-up: the first query loads what later ones reuse
-    times = []
+    wall, cpu = [], []
     for i in range(count):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.thread_time()
         run(i)
-        times.append((time.perf_counter() - start) * 1000)
-    return {"p50": round(float(np.percentile(times, 50)), 2), "p95": round(float(np.percentile(times, 95)), 2)}
+        wall.append((time.perf_counter() - start) * 1000)
+        cpu.append((time.thread_time() - start_cpu) * 1000)
+    return _percentiles(wall), _percentiles(cpu)
+
+
+def _percentiles(milliseconds: list[float]) -> dict[str, float]:
+    return {"p50": round(float(np.percentile(milliseconds, 50)), 2),
+            "p95": round(float(np.percentile(milliseconds, 95)), 2)}
 
 
 def one_document_costs(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, first_number: int,
@@ -193,7 +226,7 @@ def open_backend(backend: str, postgres_url: str | None, folder: Path,
     import pgserver
 
     data = folder / "pgdata"
-    data.mkdir(parents=True)
+    data.mkdir(parents=True, exist_ok=True)  # an existing one is a kept store (--folder)
     server = pgserver.get_server(str(data), cleanup_mode="stop")
     try:
         yield open_store(server.get_uri(), MODEL, kb="scale", cache_dir=folder / "cache"), data
@@ -202,38 +235,48 @@ def open_backend(backend: str, postgres_url: str | None, folder: Path,
 
 
 def run(chunks: int, backend: str, postgres_url: str | None, folder: Path, ann: str = "auto") -> dict:
+    load_at_start = os.getloadavg()[0]
     corpus = SyntheticCorpus(chunks)
     query_vectors = corpus.vectors(QUERIES)
     query_texts = corpus.queries(QUERIES)
     exact = ExactSearch(query_vectors, K)
-    with open_backend(backend, postgres_url, folder, ann) as (kb, disk_folder):
+    with PeakRss() as peak, open_backend(backend, postgres_url, folder, ann) as (kb, disk_folder):
         result = measure(kb, corpus, chunks, query_vectors, query_texts, exact)
         result["backend"] = backend
         result["rss_mb"] = round(PeakRss.current() / 2**20, 1)
         kb.close()
         result["disk_mb"] = round(sum(p.stat().st_size for p in disk_folder.rglob("*") if p.is_file()) / 2**20, 1)
-    return {key: result[key] for key in ("chunks", "backend", "search_ms", "recall_at_10", "add_document_s",
-                                         "delete_document_s", "rss_mb", "disk_mb")}
+    result["peak_rss_mb"] = round(peak.peak / 2**20, 1)
+    result["load_average"] = {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}
+    return {key: result[key] for key in ("chunks", "backend", "search_ms", "cpu_ms", "recall_at_10",
+                                         "add_document_s", "delete_document_s", "rss_mb", "peak_rss_mb", "disk_mb",
+                                         "fill_s", "bm25_build_s", "load_average")}
 
 
 def measure(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, chunks: int, query_vectors: np.ndarray,
             query_texts: list[str], exact: ExactSearch) -> dict:
-    start = time.perf_counter()
     documents = max(1, chunks // CHUNKS_PER_DOCUMENT)
-    fill(kb, corpus, documents, exact)
-    logger.info("stored %d chunks in %.1f s", documents * CHUNKS_PER_DOCUMENT, time.perf_counter() - start)
+    start = time.perf_counter()
+    if kb.text_index.size == documents * CHUNKS_PER_DOCUMENT:  # a kept store (--folder), filled by an earlier run
+        logger.info("the store holds %d chunks already: computing the exact top 10 from it", kb.text_index.size)
+        exact_from_store(kb, exact)
+        fill_s = None
+    else:
+        fill(kb, corpus, documents, exact)
+        fill_s = round(time.perf_counter() - start, 1)
+        logger.info("stored %d chunks in %.1f s", documents * CHUNKS_PER_DOCUMENT, fill_s)
     start = time.perf_counter()
     lexical_index(kb).search(query_texts[0], K)
-    logger.info("BM25 index ready in %.1f s", time.perf_counter() - start)
+    bm25_build_s = round(time.perf_counter() - start, 1)
+    logger.info("BM25 index ready in %.1f s", bm25_build_s)
     retriever = Retriever(kb, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
-    search_ms = {
-        mode: timed_percentiles(lambda i, mode=mode: retriever.search(query_texts[i], K, mode, query_vectors[i]),
-                                QUERIES)
-        for mode in ("dense", "bm25", "hybrid")
-    }
+    timings = {mode: timed_percentiles(lambda i, mode=mode: retriever.search(query_texts[i], K, mode,
+                                                                             query_vectors[i]), QUERIES)
+               for mode in ("dense", "bm25", "hybrid")}
     add_s, delete_s = one_document_costs(kb, corpus, documents)
-    return {"chunks": documents * CHUNKS_PER_DOCUMENT, "search_ms": search_ms, "recall_at_10": recall(kb, exact),
-            "add_document_s": add_s, "delete_document_s": delete_s}
+    return {"chunks": documents * CHUNKS_PER_DOCUMENT, "search_ms": {m: t[0] for m, t in timings.items()},
+            "cpu_ms": {m: t[1] for m, t in timings.items()}, "recall_at_10": recall(kb, exact),
+            "add_document_s": add_s, "delete_document_s": delete_s, "fill_s": fill_s, "bm25_build_s": bm25_build_s}
 
 
 def main(argv: list[str] | None = None) -> None:

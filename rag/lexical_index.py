@@ -75,13 +75,41 @@ REWRITE_DEAD_FRACTION = 0.5  # a segment with more deleted chunks than this is r
 
 
 def tokenize(texts: Sequence[str]) -> list[list[str]]:
-    """The tokens BM25 sees, for chunk texts and queries alike."""
-    import bm25s
+    """The tokens BM25 sees, for chunk texts and queries alike: exactly bm25s.tokenize's (lowercased, its token
+    pattern, its English stop words dropped, Snowball stems), with each word's token cached, since stemming a word
+    never depends on its neighbours: about 1.2x faster than bm25s's per-token loop (docs/BENCHMARKS.md, "Scale";
+    tests/rag/test_lexical_index.py compares the two)."""
+    result: list[list[str]] = []
+    for start in range(0, len(texts), _TOKENIZE_BATCH):  # in batches: a word list per text is the bulk of memory
+        words_of = [_WORD.findall(text.lower()) for text in texts[start:start + _TOKENIZE_BATCH]]
+        tokens = _tokens_of(set(chain.from_iterable(words_of)))
+        result += ([token for token in map(tokens.__getitem__, words) if token is not None] for words in words_of)
+    return result
 
+
+_WORD = re.compile(r"(?u)\b\w\w+\b")  # bm25s.tokenize's default token_pattern
+_TOKENIZE_BATCH = 10_000
+_TOKEN_CACHE_WORDS = 500_000  # a vocabulary bigger than this starts a new cache (bounds its memory)
+_token_cache: dict[str, str | None] = {}  # word -> its token, None for a stop word
+
+
+def _tokens_of(words: set[str]) -> dict[str, str | None]:
+    """A cache that holds the token of each of `words` (a dict: lookups need no lock)."""
+    global _token_cache
+    from bm25s.stopwords import STOPWORDS_EN
+
+    cache = _token_cache
+    missing = [word for word in words if word not in cache]
+    if not missing:
+        return cache
+    if len(cache) + len(missing) > _TOKEN_CACHE_WORDS:
+        cache = {}
+    stop = set(STOPWORDS_EN)
     stem = stemmer()
-    return bm25s.tokenize(list(texts), lower=True, stopwords="en",
-                          stemmer=stem.stemWords if stem is not None else None, return_ids=False,
-                          show_progress=False)
+    stems = stem.stemWords(missing) if stem is not None else missing
+    cache.update((word, None if word in stop else token) for word, token in zip(missing, stems))
+    _token_cache = cache  # another thread may have swapped in its own meanwhile: both are correct
+    return cache
 
 
 @dataclass
@@ -157,12 +185,27 @@ class _Segment:
         start, end = self.indptr[column], self.indptr[column + 1]
         return self.rows[start:end], self.tfs[start:end]
 
-    def kill(self, ids: np.ndarray) -> None:
-        """Mark these chunks deleted (those of them in this segment)."""
+    def rows_of(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(those of `ids` in this segment, their rows), deleted ones included; `ids` ascending."""
         rows = np.searchsorted(self.ids, ids)
         found = rows < len(self.ids)
-        rows = rows[found][self.ids[rows[found]] == ids[found]]
-        self.dead[rows] = True
+        found[found] = self.ids[rows[found]] == ids[found]
+        return ids[found], rows[found]
+
+    def kill(self, ids: np.ndarray) -> None:
+        """Mark these chunks deleted (those of them in this segment)."""
+        self.dead[self.rows_of(ids)[1]] = True
+
+    def terms_held(self, terms: Iterable[str], rows: np.ndarray) -> np.ndarray:
+        """For each of `rows`, how many of `terms` (distinct) it holds: a binary search in each term's postings,
+        which are in row order."""
+        held = np.zeros(len(rows), np.int64)
+        for term in terms:
+            postings = self.postings(term)
+            if postings is not None and len(postings[0]):  # a merge keeps the terms of deleted rows, unposted
+                at = np.minimum(np.searchsorted(postings[0], rows), len(postings[0]) - 1)
+                held += postings[0][at] == rows
+        return held
 
     def save(self, path: Path) -> None:
         with open(path, "wb") as handle:  # a file object: np.savez would append .npz to the scratch name
@@ -220,6 +263,21 @@ class LexicalIndex:
         if loaded.live == 0 or k < 1 or not queries:
             return [[] for _ in queries]
         return [_top(loaded.segments, terms, k) for terms in tokenize(queries)]
+
+    def coverage(self, terms: Sequence[str], chunk_ids: Iterable[int]) -> dict[int, float]:
+        """The share of the distinct `terms` (tokenize()'s) that each of these chunks holds, from the index's own
+        postings (no chunk text read or tokenised again); chunks not in the index are left out."""
+        loaded = self.refresh()
+        distinct = set(terms)
+        wanted = np.unique(np.fromiter(chunk_ids, np.int64))
+        shares: dict[int, float] = {}
+        for segment in loaded.segments:
+            ids, rows = segment.rows_of(wanted)
+            live = ~segment.dead[rows]
+            ids, rows = ids[live], rows[live]
+            held = segment.terms_held(distinct, rows) if distinct else np.zeros(len(rows))
+            shares.update(zip(ids.tolist(), (held / max(1, len(distinct))).tolist()))
+        return shares
 
     @property
     def generation(self) -> int:
@@ -341,13 +399,9 @@ class LexicalIndex:
 
 def _token_ids(texts: Sequence[str]) -> tuple[list[list[int]], dict[str, int]]:
     """tokenize()'s tokens as ids, with their vocabulary (cheaper than strings for a big build)."""
-    import bm25s
-
-    stem = stemmer()
-    tokenized = bm25s.tokenize(list(texts), lower=True, stopwords="en",
-                               stemmer=stem.stemWords if stem is not None else None, return_ids=True,
-                               show_progress=False)
-    return tokenized.ids, dict(tokenized.vocab)
+    vocab: dict[str, int] = {}
+    ids = [[vocab.setdefault(token, len(vocab)) for token in tokens] for tokens in tokenize(texts)]
+    return ids, vocab
 
 
 def _segment_of(rows: Sequence[tuple[int, str | None, str]]) -> _Segment:

@@ -57,6 +57,7 @@ logger = logging.getLogger(__name__)
 BM25_K1 = 1.5  # bm25s's defaults, so the two backends rank alike
 BM25_B = 0.75
 STAGING_DIR = "staging"
+INDEX_BUILD_MEMORY = "2GB"  # for bulk_load()'s HNSW build: a million 384-d vectors' graph is about 1.8 GB
 IMAGES_DIR = "images"
 
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, d.name, d.path, c.page, c.heading, c.text"
@@ -137,7 +138,18 @@ class PgKnowledgeBase:
         if not self.text_model.dim:  # opened without models (list, delete): take the recorded one
             self.text_model = ModelId(self._meta("text_model") or self.text_model.name, int(recorded))
         create_tables(self._writer, self.location.kb, int(recorded or self.text_model.dim))
+        self._store_vectors_inline()
         self._check_models()
+
+    def _store_vectors_inline(self) -> None:
+        """Keep chunk vectors in their rows (STORAGE PLAIN) rather than in TOAST, where pgvector's type puts a vector
+        that does not fit beside its chunk's text: an exact scan then reads three pages a chunk instead of one. On 10k
+        chunks it took 128 ms a query, and 7.5 ms inline (docs/BENCHMARKS.md). Applies to rows written from then
+        on; checked first, since ALTER TABLE takes a lock every app server's queries would wait for."""
+        storage = self._writer.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
+                                       "AND attname = 'embedding'").fetchone()
+        if storage is not None and storage[0] != "p":
+            self._writer.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE PLAIN")
 
     def _meta(self, key: str) -> str | None:
         with self._lock:
@@ -218,6 +230,15 @@ class PgKnowledgeBase:
             f"JOIN documents d ON d.id = c.document_id ORDER BY h.distance, c.id",
             {"q": vector, "k": max(1, k)})
         return [(ChunkRecord(*row[:8]), float(row[8])) for row in rows]
+
+    def search_chunk_ids(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest chunks' (id, inner product), best first, without reading them."""
+        vector = np.asarray(query_vector, np.float32).reshape(-1)[: self.text_model.dim]
+        # Ordered by the distance alone inside (what the HNSW index gives); ties by id outside, as search_chunks.
+        rows = self._rows("WITH hits AS (SELECT id, embedding <#> %(q)s AS distance FROM chunks "
+                          "ORDER BY embedding <#> %(q)s LIMIT %(k)s) SELECT id, -distance FROM hits "
+                          "ORDER BY distance, id", {"q": vector, "k": max(1, k)})
+        return [(int(chunk_id), float(score)) for chunk_id, score in rows]
 
     def search_images(self, query_vector: np.ndarray, k: int) -> list[tuple[ImageRecord, float]]:
         """The k images nearest the query (exact: images are few beside chunks)."""
@@ -333,8 +354,14 @@ class PgKnowledgeBase:
             yield
         finally:
             with self._write_lock:
-                self._writer.execute("CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks "
-                                     "USING hnsw (embedding vector_ip_ops)")
+                # pgvector builds the graph far faster while it fits in maintenance_work_mem (64 MB by default:
+                # about 40,000 384-d vectors); this session's build may use more.
+                self._writer.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
+                try:
+                    self._writer.execute("CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks "
+                                         "USING hnsw (embedding vector_ip_ops)")
+                finally:
+                    self._writer.execute("RESET maintenance_work_mem")
 
     def delete(self, document_id: int) -> DocumentInfo:
         with self.write() as writer:
@@ -491,6 +518,17 @@ class PgLexicalIndex:
             rows = self.kb._rows(_BM25_QUERY, {"terms": list(words), "k": k}) if words else []
             results.append([(int(chunk_id), float(score)) for chunk_id, score in rows if score > 0])
         return results
+
+    def coverage(self, terms: Sequence[str], chunk_ids: Iterable[int]) -> dict[int, float]:
+        """The share of the distinct `terms` (tokenize()'s) that each of these chunks holds, from the postings;
+        chunks not in the knowledge base are left out."""
+        distinct, ids = sorted(set(terms)), sorted({int(i) for i in chunk_ids})
+        if not ids:
+            return {}
+        rows = self.kb._rows("SELECT c.id, count(t.term) FROM chunks c LEFT JOIN terms t ON t.chunk_id = c.id "
+                             "AND t.term = ANY(%(terms)s) WHERE c.id = ANY(%(ids)s) GROUP BY c.id",
+                             {"terms": distinct, "ids": ids})
+        return {int(chunk_id): held / max(1, len(distinct)) for chunk_id, held in rows}
 
     @property
     def generation(self) -> int:

@@ -7,21 +7,25 @@ Chunk search has three modes:
   list's mean, over its standard deviation) and added; a chunk missing from one list counts as that list's
   lowest score. Dense counts fully. BM25 counts as much as its evidence explains the question: its
   z-scores are weighted by the share of the question's words (BM25 tokens) found in the best-covering of
-  its top COVERAGE_CANDIDATES chunks. A z-score alone cannot tell a strong match from a weak one: when
-  one chunk shares two common words with the question and no other chunk shares any, that chunk's BM25
-  z-score is as high as an exact match of a rare code would be, and with equal weights it outvotes dense
-  search on a paraphrased question. Coverage tells them apart: a question of one code that a chunk
-  contains gets the full BM25 weight, a paraphrase whose best lexical match holds two of its seven tokens
-  about 0.3. Nothing is tuned to a data set; docs/EVALUATION.md has the measurements on three collections
-  (and the equal-weight fusion's, which lost to dense search where BM25 is the weaker method).
+  its top COVERAGE_CANDIDATES chunks (counted by the lexical index from its own postings). A z-score alone
+  cannot tell a strong match from a weak one: when one chunk shares two common words with the question and
+  no other chunk shares any, that chunk's BM25 z-score is as high as an exact match of a rare code would be,
+  and with equal weights it outvotes dense search on a paraphrased question. Coverage tells them apart: a
+  question of one code that a chunk contains gets the full BM25 weight, a paraphrase whose best lexical match
+  holds two of its seven tokens about 0.3. Nothing is tuned to a data set; docs/EVALUATION.md has the
+  measurements on three collections (and the equal-weight fusion's, which lost to dense search where BM25 is
+  the weaker method).
+
+Hybrid search fuses ids and scores only, then reads the chunks it keeps, for all its queries in one read.
 
 Every Passage keeps the chunk's cosine similarity to the question in `dense_score`, also for chunks
-that only BM25 found (their texts are embedded again: a few per question), because the "documents don't
+that only BM25 found (from the vectors ingest stored), because the "documents don't
 say" test compares cosine similarities.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -30,7 +34,7 @@ import numpy as np
 from rag.embedder import Embedder
 from rag.image_embedder import ImageEmbedder
 from rag.lexical_index import tokenize
-from rag.records import ChunkRecord, ImageRecord, indexed_text
+from rag.records import ChunkRecord, ImageRecord
 from rag.store import KnowledgeBase
 from rag.store_api import LexicalSearch, lexical_index
 
@@ -110,21 +114,20 @@ class Retriever:
         return [[Passage(records[chunk_id], score) for chunk_id, score in row if chunk_id in records] for row in hits]
 
     def _hybrid(self, queries: list[str], vectors: np.ndarray, k: int) -> list[list[Passage]]:
+        """The fused top k of each query: ids and scores are fused first, and only the chunks kept are read."""
         depth = max(CANDIDATES, k)
-        lexical = self.lexical.search_many(queries, depth)
-        wanted = sorted({chunk_id for row in lexical for chunk_id, _ in row})
-        records = self.kb.chunks(wanted)
-        weights = lexical_weights(queries, lexical, records)
-        results = []
+        lexical_index = self.lexical
+        lexical = lexical_index.search_many(queries, depth)
+        weights = lexical_weights(lexical_index, tokenize(queries), lexical)
+        pool_size = self.kb.text_index.size
+        fused_rows, dense_rows = [], []
         for vector, bm25_hits, bm25_weight in zip(vectors, lexical, weights):
-            dense_hits = self.kb.search_chunks(vector[None, :], depth)
-            chunks = {chunk.id: chunk for chunk, _ in dense_hits}
-            chunks.update((i, records[i]) for i, _ in bm25_hits if i in records)
-            dense = {chunk.id: score for chunk, score in dense_hits}
-            fused = fuse([dense, {i: s for i, s in bm25_hits if i in chunks}], self.kb.text_index.size,
-                         weights=(1.0, bm25_weight))
-            results.append([Passage(chunks[i], score, dense.get(i)) for i, score in fused[:k]])
-        return results
+            dense = dict(self.kb.search_chunk_ids(vector[None, :], depth))
+            fused_rows.append(fuse([dense, dict(bm25_hits)], pool_size, weights=(1.0, bm25_weight))[:k])
+            dense_rows.append(dense)
+        records = self.kb.chunks(sorted({i for row in fused_rows for i, _ in row}))
+        return [[Passage(records[i], score, dense.get(i)) for i, score in row if i in records]
+                for row, dense in zip(fused_rows, dense_rows)]
 
     def _fill_dense_scores(self, vectors: np.ndarray, results: list[list[Passage]]) -> list[list[Passage]]:
         """Cosine similarity for the hits only BM25 found, from the vectors ingest stored (no model call)."""
@@ -153,13 +156,22 @@ class Retriever:
 
 def distinct(passages: Sequence[Passage], k: int) -> list[Passage]:
     """The first k passages that are not near-duplicates of a better one: word sets (lower case, split on
-    whitespace) with a Jaccard similarity of NEAR_DUPLICATE or more."""
+    whitespace) with a Jaccard similarity of NEAR_DUPLICATE or more.
+
+    Linear, not a comparison with every passage kept: two sets that similar share a word among the first few
+    of each in any fixed order (prefix filtering, as in set-similarity joins), so a passage is compared only with
+    the kept ones that share one of its first few words."""
     kept: list[Passage] = []
     kept_words: list[set[str]] = []
+    by_prefix_word: dict[str, list[int]] = defaultdict(list)
     for passage in passages:
         words = set(passage.chunk.text.lower().split())
-        if any(len(words & other) >= NEAR_DUPLICATE * len(words | other) for other in kept_words):
+        prefix = _prefix(words)
+        candidates = {number for word in prefix for number in by_prefix_word.get(word, ())}
+        if any(len(words & kept_words[n]) >= NEAR_DUPLICATE * len(words | kept_words[n]) for n in candidates):
             continue
+        for word in prefix:
+            by_prefix_word[word].append(len(kept))
         kept.append(passage)
         kept_words.append(words)
         if len(kept) == k:
@@ -167,19 +179,22 @@ def distinct(passages: Sequence[Passage], k: int) -> list[Passage]:
     return kept
 
 
-def lexical_weights(queries: Sequence[str], lexical: Sequence[Sequence[tuple[int, float]]],
-                    records: dict[int, ChunkRecord]) -> list[float]:
+def _prefix(words: set[str]) -> list[str]:
+    """The words of a set that any set with a Jaccard similarity of NEAR_DUPLICATE or more shares at least one of
+    in its own prefix: the first n - ceil(t * n) + 1 in sorted order (one more with floor, safe from rounding).
+    An empty set has the prefix [""], a key no word has: it is a near-duplicate of another empty set only."""
+    if not words:
+        return [""]
+    return sorted(words)[: len(words) - int(NEAR_DUPLICATE * len(words)) + 1]
+
+
+def lexical_weights(lexical_index: LexicalSearch, query_terms: Sequence[Sequence[str]],
+                    lexical: Sequence[Sequence[tuple[int, float]]]) -> list[float]:
     """BM25's weight in the fusion for each query: the largest share of the query's distinct BM25 tokens
-    that one of its best COVERAGE_CANDIDATES chunks contains (0 when BM25 found nothing)."""
-    tops = [[i for i, _ in row[:COVERAGE_CANDIDATES] if i in records] for row in lexical]
-    ids = sorted({i for row in tops for i in row})
-    chunk_tokens = dict(zip(ids, map(set, tokenize([indexed_text(records[i].heading, records[i].text)
-                                                    for i in ids])))) if ids else {}
-    weights = []
-    for query_tokens, row in zip(map(set, tokenize(list(queries))), tops):
-        shares = [len(query_tokens & chunk_tokens[i]) / len(query_tokens) for i in row] if query_tokens else []
-        weights.append(max(shares, default=0.0))
-    return weights
+    (`query_terms`, tokenize()'s) that one of its best COVERAGE_CANDIDATES chunks contains (0 when BM25 found
+    nothing), as the lexical index counts them."""
+    return [max(lexical_index.coverage(terms, [i for i, _ in row[:COVERAGE_CANDIDATES]]).values(), default=0.0)
+            if terms and row else 0.0 for terms, row in zip(query_terms, lexical)]
 
 
 def fuse(rankings: Sequence[dict[int, float]], pool_size: int, depth: int = CANDIDATES,

@@ -65,6 +65,12 @@ _LOG_KIND = {"text": "chunk", "image": "image"}
 # that a million-vector store rewrites its 1.5 GB file once per ~20,000 chunk changes, often enough that an
 # open replays at most that many from the catalog.
 MERGE_FRACTION = 0.02
+# An index this big is saved by a background thread (flush()): its file takes seconds to write (about 150 MB a
+# hundred thousand 384-d vectors); a smaller one is saved at once, in milliseconds.
+BACKGROUND_SAVE_VECTORS = 100_000
+# Vectors added to an index at a time when it is rebuilt from the catalog: FAISS builds an HNSW graph in parallel
+# over the vectors of one add, so large batches use both cores (100 MB of 384-d vectors a batch).
+REBUILD_BATCH = 65_536
 _STAGING_FOLDER = re.compile(r"(\d+)-[0-9a-f]+")
 # Removing unreferenced image files is housekeeping: it waits this long for the write lock, and otherwise
 # leaves them to a later open rather than hold up the caller.
@@ -117,6 +123,8 @@ class KnowledgeBase:
         self._check_models()
         self._generation = -1
         self._pending = {"text": 0, "image": 0}  # changes in the in-memory indexes since their saved base
+        self._bulk = False  # inside bulk_load(): writes leave the in-memory indexes alone
+        self._saver: threading.Thread | None = None  # flush()'s background save of a big index, if one runs
         self.text_index = self._new_index(text_model.dim)
         self.image_index: VectorIndex | None = None
         self._sync()
@@ -171,28 +179,34 @@ class KnowledgeBase:
             self._sync()
             return self._generation
 
-    def _sync(self) -> None:
+    def _sync(self, rebuild_text: bool = False) -> None:
         """Bring the in-memory indexes up to the catalog's generation (another process may have written): by
-        replaying the change log since this process's generation, else from the newest saved bases."""
+        replaying the change log since this process's generation, else from the newest saved bases. Not inside
+        bulk_load(), which catches up once at its end, rebuilding the text index from the catalog."""
         with self._lock:
-            if self._reader.generation() == self._generation:
+            if self._bulk or (self._reader.generation() == self._generation and not rebuild_text):
                 return
             with self._reader.snapshot():  # the generation and the vectors read under it agree
                 generation = self._reader.generation()
                 image_dim = self._reader.get_meta("image_dim")
-                if not (self._generation >= 0 and self._catch_up(image_dim)):
-                    self.text_index = self._load_base("text", self.text_model.dim, generation)
+                if rebuild_text:
+                    self.text_index = self._rebuild("text", self.text_model.dim, generation)
+                if not (self._generation >= 0 and self._catch_up(image_dim, text_too=not rebuild_text)):
+                    if not rebuild_text:
+                        self.text_index = self._load_base("text", self.text_model.dim, generation)
                     self.image_index = None if image_dim is None else self._load_base("image", int(image_dim),
                                                                                       generation)
             self._generation = generation
 
-    def _catch_up(self, image_dim: str | None) -> bool:
-        """Replay the writes since this process's generation; False when the log no longer reaches back."""
+    def _catch_up(self, image_dim: str | None, text_too: bool = True) -> bool:
+        """Replay the writes since this process's generation (the text index's only when `text_too`); False when the
+        log no longer reaches back."""
         text = self._reader.changes_since(self._generation, "chunk")
         image = self._reader.changes_since(self._generation, "image")
         if text is None or image is None:
             return False
-        self._replay("text", self.text_index, text)
+        if text_too:
+            self._replay("text", self.text_index, text)
         if image_dim is not None:
             if self.image_index is None:  # the store's first image model: no image had a vector before
                 self.image_index = self._new_index(int(image_dim))
@@ -236,17 +250,21 @@ class KnowledgeBase:
         return self._rebuild(role, dim, generation)
 
     def _rebuild(self, role: str, dim: int, generation: int) -> VectorIndex:
-        source: Callable[[int], Iterator[tuple[np.ndarray, np.ndarray]]] = (
+        source: Callable[..., Iterator[tuple[np.ndarray, np.ndarray]]] = (
             self._reader.iter_chunk_vectors if role == "text" else self._reader.iter_image_vectors)
         index = self._new_index(dim)
-        for ids, vectors in source(dim):
+        for ids, vectors in source(dim, batch=REBUILD_BATCH):
             index.add(ids, vectors)
         self._save_index(index, role, generation)
         return index
 
     def _save_index(self, index: VectorIndex, role: str, generation: int) -> None:
-        index.save(self._index_path(role, generation))
+        self._store_base(role, index.save, generation)
         self._pending[role] = 0
+
+    def _store_base(self, role: str, save: Callable[[Path], None], generation: int) -> None:
+        """Save a base of `role` as of `generation` and remove the older ones."""
+        save(self._index_path(role, generation))
         for old in self.folder.glob(f"{role}-*"):
             match = _INDEX_FILE.fullmatch(old.name)
             if match and int(match.group(2)) < generation:  # never a newer one another process just saved
@@ -309,10 +327,17 @@ class KnowledgeBase:
 
     def search_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[ChunkRecord, float]]:
         with self._lock:
+            hits = self.search_chunk_ids(query_vector, k)
+            records = self._reader.chunks(chunk_id for chunk_id, _ in hits)
+        return [(records[chunk_id], score) for chunk_id, score in hits if chunk_id in records]
+
+    def search_chunk_ids(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]:
+        """The k nearest chunks' (id, cosine), best first, without reading them (hybrid search reads only the
+        chunks that the fusion keeps)."""
+        with self._lock:
             self._sync()
             scores, ids = self.text_index.search(query_vector, k)
-            records = self._reader.chunks(int(i) for i in ids[0] if i >= 0)
-        return [(records[int(i)], float(s)) for s, i in zip(scores[0], ids[0]) if int(i) in records]
+        return [(int(i), float(s)) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     def search_images(self, query_vector: np.ndarray, k: int) -> list[tuple[ImageRecord, float]]:
         with self._lock:
@@ -378,6 +403,24 @@ class KnowledgeBase:
         return commit_staged(self, document, staged)
 
     @contextmanager
+    def bulk_load(self) -> Iterator[None]:
+        """Add many documents faster (a first fill, a copy, the scale benchmark): the writes inside are the usual
+        ones (each its own catalog transaction with its change log, so a crash leaves whole documents), but they
+        leave this process's in-memory indexes alone, and the text index is rebuilt once from the catalog at the
+        end: one HNSW build in large batches instead of thousands of small inserts. Meanwhile this process's
+        searches (dense and BM25) see the store as it was before the load; other processes catch up as usual."""
+        with self._lock:
+            self._sync()
+            self._bulk = True
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._bulk = False
+                self._sync(rebuild_text=True)
+            self.prune_changes()
+
+    @contextmanager
     def write(self) -> Iterator[Writer]:
         """One transaction: everything done through the writer lands together, or nothing does. Keep it
         short (stage first): other processes wait for it. Busy when another process's write outlasts the
@@ -399,6 +442,8 @@ class KnowledgeBase:
     def _apply(self, writer: Writer, generation: int) -> None:
         """Mirror a committed write into the in-memory indexes and save them under the new generation."""
         with self._lock:
+            if self._bulk:  # bulk_load() catches up once at its end
+                return
             if self._generation != generation - 1:  # another process wrote in between: catch up from the log
                 self._sync()
                 return
@@ -418,18 +463,48 @@ class KnowledgeBase:
 
     def flush(self) -> None:
         """Save a new base of each index whose changes since its last one reach MERGE_FRACTION of it (after a
-        batch of writes); an HNSW index with many tombstones is rebuilt first."""
-        saved = False
+        batch of writes); an HNSW index with many tombstones is rebuilt first.
+
+        An index of BACKGROUND_SAVE_VECTORS or more is copied in memory and written by a background thread: a
+        million vectors are a 1.5 GB file, seconds of writing that would otherwise hold up the writer and every
+        search. One save runs at a time; a flush meanwhile leaves its work to the next one. Crash-safe as any save:
+        a base appears whole under its generation's name or not at all, and the change log covers what it lacks
+        until then (prune_changes reads the bases on disk)."""
+        saved, due = False, []
         with self._lock:
+            if self._saver is not None and self._saver.is_alive():
+                return
             for role, index in (("text", self.text_index), ("image", self.image_index)):
                 if index is None or self._pending[role] <= MERGE_FRACTION * index.size:
                     continue
                 if index.needs_compaction:
                     index.compact()
-                self._save_index(index, role, self._generation)
-                saved = True
+                if index.size >= BACKGROUND_SAVE_VECTORS:
+                    due.append((role, index.frozen(), self._generation))
+                    self._pending[role] = 0
+                else:
+                    self._save_index(index, role, self._generation)
+                    saved = True
+            if due:
+                self._saver = threading.Thread(target=self._save_in_background, args=(due,), daemon=False,
+                                               name=f"save-{self.folder.name}")
+                self._saver.start()
         if saved:
             self.prune_changes()
+
+    def _save_in_background(self, due: list[tuple[str, Callable[[Path], None], int]]) -> None:
+        try:
+            for role, save, generation in due:
+                self._store_base(role, save, generation)
+            self.prune_changes()
+        except Exception:  # the next flush saves again; until then the change log covers the indexes
+            logger.exception("%s: saving an index base in the background failed", self.folder.name)
+
+    def wait_for_saves(self) -> None:
+        """Until the background save that flush() may have started is written."""
+        saver = self._saver
+        if saver is not None:
+            saver.join()
 
     def prune_changes(self) -> None:
         """Drop the change log below the oldest of the newest saved bases (vector and BM25): nothing replays
@@ -466,7 +541,9 @@ class KnowledgeBase:
         return info
 
     def close(self) -> None:
+        self.wait_for_saves()
         self.flush()
+        self.wait_for_saves()
         with self._write_lock, self._lock:  # the order write() takes them in
             self._reader.close()
             self._writer.close()

@@ -15,7 +15,7 @@ can be deleted at any time (everything that matters is in the database).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -67,6 +67,11 @@ class LexicalSearch(Protocol):
 
     def search_many(self, queries: Sequence[str], k: int) -> list[list[tuple[int, float]]]: ...
 
+    def coverage(self, terms: Sequence[str], chunk_ids: Iterable[int]) -> dict[int, float]:
+        """The share of the distinct `terms` (rag.lexical_index.tokenize's) that each chunk holds; chunks that
+        are gone are left out."""
+        ...
+
     def refresh(self) -> object: ...
 
 
@@ -105,6 +110,8 @@ class KnowledgeBaseStore(Protocol):
     # vector search
     def search_chunks(self, query_vector: np.ndarray, k: int) -> list[tuple[ChunkRecord, float]]: ...
 
+    def search_chunk_ids(self, query_vector: np.ndarray, k: int) -> list[tuple[int, float]]: ...
+
     def search_images(self, query_vector: np.ndarray, k: int) -> list[tuple[ImageRecord, float]]: ...
 
     # images (blob storage)
@@ -120,6 +127,10 @@ class KnowledgeBaseStore(Protocol):
     def commit(self, document: NewDocument, staged: StagedDocument) -> tuple[int, list[DocumentInfo]]: ...
 
     def write(self) -> AbstractContextManager[StoreWriter]: ...
+
+    def bulk_load(self) -> AbstractContextManager[None]:
+        """Around many writes: the search indexes are built once at the end instead of write by write."""
+        ...
 
     def delete(self, document_id: int) -> DocumentInfo: ...
 

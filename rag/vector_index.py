@@ -207,9 +207,24 @@ class VectorIndex:
     def save(self, path: Path) -> None:
         """Write atomically; an HNSW index's tombstones go first to their own file (tombstones_path), so that
         an index file is never there without them."""
-        if self.kind == "hnsw":
-            write_atomically(tombstones_path(path), lambda tmp: _save_array(tmp, self._removed_array()))
-        write_atomically(path, lambda tmp: faiss.write_index(self._cpu, str(tmp)))
+        self._write(path, lambda tmp: faiss.write_index(self._cpu, str(tmp)), self._tombstones_to_save())
+
+    def frozen(self) -> Callable[[Path], None]:
+        """A copy of the index as it is now (its serialised bytes: one memory copy, no disk), and a function that
+        saves that copy as save() would: the store writes a big base in a background thread with it, while the
+        index itself goes on changing."""
+        data = faiss.serialize_index(self._cpu)
+        removed = self._tombstones_to_save()
+        return lambda path: self._write(path, lambda tmp: data.tofile(str(tmp)), removed)
+
+    def _tombstones_to_save(self) -> np.ndarray | None:
+        return self._removed_array() if self.kind == "hnsw" else None
+
+    @staticmethod
+    def _write(path: Path, write_index: Callable[[Path], object], removed: np.ndarray | None) -> None:
+        if removed is not None:
+            write_atomically(tombstones_path(path), lambda tmp: _save_array(tmp, removed))
+        write_atomically(path, write_index)
 
     @classmethod
     def load(cls, path: Path, dim: int, use_gpu: bool = True, *, ann: str = "auto",

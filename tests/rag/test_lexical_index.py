@@ -46,6 +46,30 @@ def test_tokens_are_lowercased_stemmed_and_without_stopwords():
     assert tokenize(["The Studies of running pumps", "It studied"]) == [["studi", "run", "pump"], ["studi"]]
 
 
+def bm25s_tokens(texts: list[str]) -> list[list[str]]:
+    """bm25s's own tokenizer with Loupe's settings: what tokenize() must equal."""
+    import bm25s
+
+    from rag.lexical_index import stemmer
+
+    return bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=stemmer().stemWords, return_ids=False,
+                          show_progress=False)
+
+
+def test_tokens_are_those_of_bm25s_tokenize(monkeypatch):
+    import rag.lexical_index as lexical_index
+
+    texts = ["The Studies of running pumps", "It studied", "", "  \n", "a I x", "Ünïcode naïve CAFÉ école 42 x1 "
+             "__init__ don't 3.14 e-mail ZK-4471", "pump pump PUMP Pumps pumping", "日本語 テキスト", "the of and"]
+    rng = random.Random(1)
+    texts += [" ".join(rng.choice(VOCABULARY + ["the", "of", "Running", "studies"]) for _ in range(30))
+              for _ in range(50)]
+    assert tokenize(texts) == bm25s_tokens(texts)
+    monkeypatch.setattr(lexical_index, "_TOKEN_CACHE_WORDS", 5)  # a cache that starts over on nearly every call
+    monkeypatch.setattr(lexical_index, "_TOKENIZE_BATCH", 7)
+    assert [tokenize([text])[0] for text in texts] == tokenize(texts) == bm25s_tokens(texts)
+
+
 def test_search_finds_rare_words_and_persists_per_generation(models, tmp_path):
     kb = ingest(models, tmp_path / "docs", FILES)
     index = LexicalIndex(kb)
@@ -195,3 +219,24 @@ def test_segmented_scores_equal_a_full_rebuild(text_store):
             found = dict(candidate.search(query, 1000))
             assert found.keys() == expected.keys(), query
             assert all(found[i] == pytest.approx(expected[i], rel=1e-5) for i in expected), query
+
+
+def test_coverage_is_the_share_of_the_query_words_each_live_chunk_holds(text_store):
+    kb, rng, documents = text_store
+    index = LexicalIndex.for_store(kb)
+    index.refresh()
+    for n in range(6):  # small segments beside the base, some merged
+        add_text_document(kb, f"new-{n}.txt", random_texts(rng, 2))
+    gone = {c.id for d in documents[::5] for c in kb.chunks_of_document(d)}
+    for document in documents[::5]:
+        kb.delete(document)
+    assert len(index.refresh().segments) > 1
+    texts = {chunk_id: indexed_text(heading, text) for chunk_id, heading, text in kb.chunk_texts()}
+    words = dict(zip(texts, map(set, bm25s_tokens(list(texts.values())))))
+    asked = sorted(texts)[::3] + sorted(gone)[:5] + [10**9]  # live chunks, deleted ones and an unknown id
+    for query in ("pump valve", "relief relief gasket zebra", "the alarm trip setpoint", "impeller"):
+        terms = tokenize([query])[0]
+        expected = {i: len(set(terms) & words[i]) / len(set(terms)) for i in asked if i in texts}
+        assert index.coverage(terms, asked) == pytest.approx(expected), query
+    assert index.coverage([], asked[:3]) == dict.fromkeys(asked[:3], 0.0)
+    assert index.coverage(["pump"], []) == {}

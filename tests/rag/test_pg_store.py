@@ -139,6 +139,12 @@ def test_bm25_in_the_database_scores_as_the_folder_backend(pg_store_url, tmp_pat
             assert dict(got).keys() == dict(want).keys()
             for chunk_id, score in got:
                 assert score == pytest.approx(dict(want)[chunk_id], rel=1e-4)
+        # hybrid's coverage weight: the share of the query's terms each chunk holds, a deleted chunk left out
+        asked = [chunk.id for chunk in folder.chunks_of_document(2)] + [25, 35, 10**6]  # 25: document 3's
+        for terms in (["glacier", "valley"], ["coral", "reef", "reef", "zebra"], []):
+            coverage = lexical_index(database).coverage(terms, asked)
+            assert coverage == pytest.approx(LexicalIndex.for_store(folder).coverage(terms, asked))
+            assert 10**6 not in coverage and 25 not in coverage and len(coverage) == 11
     finally:
         folder.close()
         database.close()
@@ -151,13 +157,20 @@ def test_a_store_opens_by_url_and_kb_name_and_dense_search_matches_exact(pg_stor
     try:
         assert kb.location.kb == base.kb
         rng = np.random.default_rng(2)
-        fill(kb, random_corpus(rng, 30, 20), 16)
+        with kb.bulk_load():  # the HNSW index is dropped meanwhile and built once at the end
+            fill(kb, random_corpus(rng, 30, 20), 16)
+        assert kb._rows("SELECT indexname FROM pg_indexes WHERE indexname = 'chunks_embedding' "
+                        "AND schemaname = current_schema()") == [("chunks_embedding",)]
         vectors = kb.chunk_vectors(list(range(1, 601)))
         ids = np.array(sorted(vectors))
         matrix = np.stack([vectors[i] for i in ids])
         query = matrix[17] + 0.1 * rng.normal(size=16).astype(np.float32)
         exact = ids[np.argsort(-(matrix @ query))[:10]]
         hits = kb.search_chunks(query, 10)
+        assert kb.search_chunk_ids(query, 10) == [(c.id, score) for c, score in hits]
+        # vectors in their rows, not in TOAST: an exact scan (the planner's choice on small tables) reads one page
+        assert kb._rows("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
+                        "AND attname = 'embedding'") == [("p",)]
         assert [c.id for c, _ in hits][:1] == [int(exact[0])]
         assert len({c.id for c, _ in hits} & set(exact.tolist())) >= 9  # HNSW: approximate, near exact here
         assert hits[0][1] == pytest.approx(float(matrix[ids == hits[0][0].id][0] @ query), rel=1e-5)

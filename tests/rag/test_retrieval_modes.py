@@ -4,13 +4,18 @@ a collection where one method clearly wins, hybrid ranks at least as well as tha
 from __future__ import annotations
 
 import math
+import random
 
+import numpy as np
 import pytest
 
 from ingest.pipeline import Ingestor
 from rag.components import Models
 from rag.evaluation.metrics import ndcg_at_k
-from rag.retrieval import Retriever, fuse, lexical_weights
+from rag.lexical_index import tokenize
+from rag.records import ChunkRecord, ModelId, NewChunk, NewDocument, indexed_text
+from rag.retrieval import NEAR_DUPLICATE, Passage, Retriever, distinct, fuse, lexical_weights
+from rag.store import KnowledgeBase
 from tests.conftest import make_settings
 
 FILES = {
@@ -185,7 +190,7 @@ def test_hybrid_ranks_at_least_as_well_as_the_method_that_wins(request, collecti
 def test_bm25_weighs_as_much_as_the_question_words_its_best_chunk_holds(paraphrase_retriever, identifier_retriever):
     def weight(retriever, question: str) -> float:
         hits = retriever.lexical.search_many([question], 100)
-        return lexical_weights([question], hits, retriever.kb.chunks([i for i, _ in hits[0]]))[0]
+        return lexical_weights(retriever.lexical, tokenize([question]), hits)[0]
 
     assert weight(identifier_retriever, "E4711") == 1.0  # the one token, in its note
     # BM25 tokens: what, doe, fault, e4117, mean (its stop-word list keeps question words); the note holds two
@@ -193,7 +198,7 @@ def test_bm25_weighs_as_much_as_the_question_words_its_best_chunk_holds(paraphra
     # whi, doe, my, car, batteri, die, winter: the sale note holds car and winter
     assert weight(paraphrase_retriever, "Why does my car battery die in winter?") == pytest.approx(2 / 7)
     assert weight(paraphrase_retriever, "Where did the kitty nap?") == 0.0  # BM25 found nothing
-    assert lexical_weights([], [], {}) == []
+    assert lexical_weights(paraphrase_retriever.lexical, [], []) == []
 
 
 def test_fuse_adds_z_scores():
@@ -244,3 +249,107 @@ def test_a_passage_seen_twice_takes_one_slot(text_embedder, tmp_path, mode):
     found = [p.chunk.file for p in retriever.search("pump contents", 2, mode=mode)]
     assert len(found) == 2 and "filters.txt" in found
     assert len({"manual.txt", "manual-copy.txt"} & set(found)) == 1
+
+
+# --- hybrid search reads only what it keeps; its ranking is the one of the formula above ----------------------
+def old_hybrid(kb, queries: list[str], vectors: np.ndarray, k: int) -> list[list[int]]:
+    """Hybrid search as rag.retrieval computed it before reading only the fused chunks: the coverage weight from
+    the top 10 BM25 chunks' texts tokenised again (by bm25s itself), every candidate read, and the quadratic
+    near-duplicate filter. Independent of the code under test except for BM25's and FAISS's own searches and fuse."""
+    import bm25s
+
+    from rag.lexical_index import stemmer
+    from rag.store_api import lexical_index
+
+    def tokens(texts: list[str]) -> list[set[str]]:
+        return list(map(set, bm25s.tokenize(texts, lower=True, stopwords="en", stemmer=stemmer().stemWords,
+                                            return_ids=False, show_progress=False)))
+
+    results = []
+    for query, vector, bm25_hits in zip(queries, vectors, lexical_index(kb).search_many(queries, 100)):
+        records = kb.chunks([i for i, _ in bm25_hits])
+        top = [records[i] for i, _ in bm25_hits[:10]]
+        query_tokens = tokens([query])[0]
+        weight = max((len(query_tokens & t) / len(query_tokens)
+                      for t in tokens([indexed_text(c.heading, c.text) for c in top])), default=0.0) \
+            if query_tokens else 0.0
+        dense_hits = kb.search_chunks(vector[None, :], 100)
+        chunks = {c.id: c for c, _ in dense_hits} | records
+        fused = fuse([{c.id: s for c, s in dense_hits}, dict(bm25_hits)], kb.text_index.size, weights=(1.0, weight))
+        kept: list[set[str]] = []
+        row = []
+        for chunk_id, _ in fused[:2 * k]:
+            words = set(chunks[chunk_id].text.lower().split())
+            if all(len(words & other) < NEAR_DUPLICATE * len(words | other) for other in kept):
+                kept.append(words)
+                row.append(chunk_id)
+        results.append(row[:k])
+    return results
+
+
+WORDS = [f"w{n}" for n in range(400)] + ["the", "of", "pumps", "pumping", "valve", "valves"]
+
+
+def synthetic_text(rng: random.Random) -> str:
+    return " ".join(WORDS[min(int(rng.paretovariate(1.0)) - 1, len(WORDS) - 1)] if rng.random() < 0.7
+                    else rng.choice(WORDS) for _ in range(rng.randint(5, 40)))
+
+
+@pytest.fixture(scope="module")
+def synthetic_store(tmp_path_factory):
+    """1,500 chunks of Zipf-like words with clustered random vectors (no model: searches are given the vectors),
+    near-duplicate chunks among them."""
+    rng, np_rng = random.Random(5), np.random.default_rng(5)
+    kb = KnowledgeBase(tmp_path_factory.mktemp("synthetic"), ModelId("synthetic-16", 16), use_gpu=False)
+    centres = np_rng.standard_normal((30, 16))
+    for n in range(50):
+        texts = [synthetic_text(rng) for _ in range(30)]
+        texts[5] = texts[4] + " extra"  # a near-duplicate pair in every document
+        vectors = centres[np_rng.integers(0, 30, 30)] + 0.3 * np_rng.standard_normal((30, 16))
+        with kb.write() as writer:
+            document = writer.add_document(NewDocument(f"/s/{n}", f"{n}.txt", "text", str(n), 1, 1))
+            writer.add_chunks(document, 0, [NewChunk(1 + i // 10, t, f"Part {n}" if i % 7 == 0 else None)
+                                            for i, t in enumerate(texts)],
+                              vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    yield kb, centres
+    kb.close()
+
+
+def test_hybrid_ranks_as_the_old_formula(synthetic_store):
+    kb, centres = synthetic_store
+    rng, np_rng = random.Random(6), np.random.default_rng(6)
+    retriever = Retriever(kb, None, mode="hybrid")  # type: ignore[arg-type]  # the vectors are given
+    queries = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 6))) for _ in range(60)]
+    queries += ["the of", "zebra", "pumps valve"]  # stop words only; no word in the store; stems
+    vectors = centres[np_rng.integers(0, 30, len(queries))] + 0.5 * np_rng.standard_normal((len(queries), 16))
+    vectors = (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
+    found = retriever.search_many(queries, 10, vectors=vectors)
+    assert [[p.chunk.id for p in row] for row in found] == old_hybrid(kb, queries, vectors, 10)
+    assert all(len(row) == 10 for row in found)
+
+
+def test_distinct_keeps_what_the_pairwise_comparison_keeps():
+    rng = random.Random(7)
+    base = [[f"w{rng.randint(0, 60)}" for _ in range(rng.randint(0, 30))] for _ in range(40)]
+    texts = []
+    for words in base:  # each text, then copies with a few words changed, dropped or added
+        texts.append(" ".join(words))
+        for _ in range(rng.randint(0, 3)):
+            copy = [w if rng.random() > 0.05 else "other" for w in words] + ["more"] * rng.randint(0, 2)
+            texts.append(" ".join(copy).upper() if rng.random() < 0.3 else " ".join(copy))
+    rng.shuffle(texts)
+    passages = [Passage(ChunkRecord(i, 1, i, "f.txt", "/f.txt", 1, None, text), 1.0) for i, text in enumerate(texts)]
+
+    def pairwise(k: int) -> list[int]:
+        kept: list[set[str]] = []
+        ids = []
+        for passage in passages:
+            words = set(passage.chunk.text.lower().split())
+            if all(len(words & other) < NEAR_DUPLICATE * len(words | other) for other in kept):
+                kept.append(words)
+                ids.append(passage.chunk.id)
+        return ids[:k]
+
+    assert len(pairwise(1000)) < len(texts) - 20  # the data has near-duplicates to drop
+    for k in (1, 10, 1000):
+        assert [p.chunk.id for p in distinct(passages, k)] == pairwise(k)

@@ -405,3 +405,45 @@ def test_a_store_killed_while_writing_bases_and_the_log_opens_consistent(tmp_pat
     assert not list(tmp_path.glob("*.tmp-*"))  # a half-written base or tombstones file of the dead process
     hits = kb.search_chunks(unit(1, 1, 0, 0)[None], 30)
     assert len(hits) == 30 and {h.file for h, _ in hits} <= {d.name for d in documents}
+
+
+def test_a_bulk_load_writes_each_document_and_builds_the_index_once_at_the_end(tmp_path):
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw")
+    rng = np.random.default_rng(4)
+    random_doc(kb, "before.txt", rng)
+    index_before = kb.text_index
+    with kb.bulk_load():
+        documents = [random_doc(kb, f"bulk-{n}.txt", rng) for n in range(30)]
+        # each write is committed (another process sees it) while this process's index waits for the end
+        assert len(KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw").text_index.ids()) == 310
+        assert kb.text_index is index_before and kb.text_index.size == 10
+    assert kb.text_index is not index_before  # rebuilt once from the catalog, not caught up write by write
+    assert sorted(kb.text_index.ids().tolist()) == catalog_chunk_ids(kb)
+    assert sorted(index_files(tmp_path)) == [f"text-{kb.generation}.faiss", f"text-{kb.generation}.removed.npy"]
+    vector = kb.chunk_vectors([kb.chunks_of_document(documents[-1])[0].id])
+    assert kb.search_chunks(next(iter(vector.values()))[None], 1)[0][0].file == "bulk-29.txt"
+    kb.delete(documents[0])  # writes after the load go on as usual
+    assert sorted(kb.text_index.ids().tolist()) == catalog_chunk_ids(kb)
+
+
+def test_a_big_index_is_saved_in_the_background_while_writes_go_on(tmp_path, monkeypatch):
+    import rag.store
+
+    monkeypatch.setattr(rag.store, "BACKGROUND_SAVE_VECTORS", 1)  # every index counts as big here
+    kb = KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw")
+    rng = np.random.default_rng(5)
+    for n in range(40):
+        random_doc(kb, f"base-{n}.txt", rng)
+    saved_at = kb.generation
+    kb.flush()  # starts the save of the 400 vectors as they are now
+    later = [random_doc(kb, f"later-{n}.txt", rng) for n in range(5)]  # writes go on meanwhile
+    with kb.write() as writer:
+        writer.delete_document(later[0])
+    kb.wait_for_saves()
+    assert sorted(index_files(tmp_path)) == [f"text-{saved_at}.faiss", f"text-{saved_at}.removed.npy"]
+    assert not list(tmp_path.glob("*.tmp-*"))
+    assert set(range(saved_at + 1, kb.generation + 1)) <= {g for g, *_ in logged(tmp_path)}  # the log covers the rest
+    other = KnowledgeBase(tmp_path, TEXT, use_gpu=False, ann="hnsw")  # another process: that base, then the log
+    assert sorted(other.text_index.ids().tolist()) == sorted(kb.text_index.ids().tolist()) == catalog_chunk_ids(kb)
+    kb.close()
+    other.close()
