@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import groupby
+from typing import NamedTuple
 
 from ingest.parsed import TextBlock
 from rag.records import NewChunk
@@ -19,7 +20,15 @@ from rag.records import NewChunk
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
 _WHITESPACE = re.compile(r"[ \t\r\f\v]+")
 
+_STOPPED = re.compile(r"[.!?][\"')\]]*$")  # how a sentence that ends at its punctuation ends
+
 TokenCounter = Callable[[list[str]], list[int]]
+
+
+class _Piece(NamedTuple):
+    text: str
+    tokens: int
+    after: str  # what separates it from the next piece of its chunk
 
 
 @dataclass(frozen=True)
@@ -44,28 +53,40 @@ def chunk_blocks(blocks: Iterable[TextBlock], count_tokens: TokenCounter, budget
 
 
 def _pack(sentences: list[str], count_tokens: TokenCounter, budget: ChunkBudget) -> Iterator[str]:
-    pieces: list[tuple[str, int]] = []
+    pieces: list[_Piece] = []
     for sentence, tokens in zip(sentences, count_tokens(sentences) if sentences else []):
         if tokens <= budget.max_tokens:
-            pieces.append((sentence, tokens))
+            pieces.append(_piece(sentence, tokens))
         else:  # a "sentence" longer than the model sees (a table, a run-on list): cut it by words
-            pieces.extend(_split_long(sentence, count_tokens, budget.max_tokens))
-    current: list[tuple[str, int]] = []
+            parts = _split_long(sentence, count_tokens, budget.max_tokens)
+            pieces.extend(_Piece(text, size, " ") for text, size in parts[:-1])  # cut mid-sentence: no break
+            pieces.append(_piece(*parts[-1]))
+    current: list[_Piece] = []
     size = 0
     for piece in pieces:
         if current and size + piece[1] > budget.max_tokens:
-            yield " ".join(p[0] for p in current)
+            yield _joined(current)
             current = _overlap_tail(current, budget.overlap_tokens, budget.max_tokens - piece[1])
             size = sum(p[1] for p in current)
         current.append(piece)
         size += piece[1]
     if current:
-        yield " ".join(p[0] for p in current)
+        yield _joined(current)
 
 
-def _overlap_tail(pieces: list[tuple[str, int]], overlap: int, room: int) -> list[tuple[str, int]]:
+def _joined(pieces: list[_Piece]) -> str:
+    return "".join(text + after for text, _tokens, after in pieces[:-1]) + pieces[-1].text
+
+
+def _piece(sentence: str, tokens: int) -> _Piece:
+    """A sentence that ended without a full stop (at a blank line: a heading, a label, a list item) keeps a blank
+    line after it in the chunk's text, so that sentence splitting of the stored text (rag.sentences) ends there."""
+    return _Piece(sentence, tokens, " " if _STOPPED.search(sentence) else "\n\n")
+
+
+def _overlap_tail(pieces: list[_Piece], overlap: int, room: int) -> list[_Piece]:
     """The last whole sentences of a chunk, up to `overlap` tokens, carried into the next chunk."""
-    tail: list[tuple[str, int]] = []
+    tail: list[_Piece] = []
     total = 0
     for piece in reversed(pieces):
         if total + piece[1] > min(overlap, room):

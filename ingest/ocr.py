@@ -82,8 +82,39 @@ def _to_bgr_array(image: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
+# A row that stops this short of the text's right edge ends its paragraph (a heading, a label, a last line);
+# so does one followed by a gap taller than this share of a row: prose wraps, a screenshot's labels do not.
+SHORT_ROW = 0.7
+PARAGRAPH_GAP = 0.8
+_Box = tuple[float, float, float, float, str]  # top, bottom, left, right, text
+
+
 def _reading_order(result: list[Any]) -> str:
-    """Groups detected lines into horizontal bands (top to bottom), each band read left to right."""
+    """The detected text rows top to bottom, each read left to right; a blank line between paragraphs, so that
+    a sentence ends where a row of a label or heading ends even without a full stop."""
+    bands = _bands(result)
+    if not bands:
+        return ""
+    left = min(box[2] for band in bands for box in band)
+    right = max(box[3] for band in bands for box in band)
+    rows = [" ".join(box[4] for box in sorted(band, key=lambda b: b[2])) for band in bands]
+    parts = [rows[0]]
+    for band, following, row in zip(bands, bands[1:], rows[1:]):
+        parts.append("\n\n" if _ends_paragraph(band, following, left, right) else "\n")
+        parts.append(row)
+    return "".join(parts)
+
+
+def _ends_paragraph(band: list[_Box], following: list[_Box], left: float, right: float) -> bool:
+    band_bottom = max(box[1] for box in band)
+    height = band_bottom - min(box[0] for box in band)
+    gap = min(box[0] for box in following) - band_bottom
+    short = max(box[3] for box in band) < left + SHORT_ROW * (right - left)
+    return short or gap > PARAGRAPH_GAP * height
+
+
+def _bands(result: list[Any]) -> list[list[_Box]]:
+    """Groups detected lines into horizontal bands (top to bottom)."""
     boxes = []
     for box, text, _score in result:
         text = str(text).strip()
@@ -91,10 +122,10 @@ def _reading_order(result: list[Any]) -> str:
             continue
         ys = [float(point[1]) for point in box]
         xs = [float(point[0]) for point in box]
-        boxes.append((min(ys), max(ys), min(xs), text))
+        boxes.append((min(ys), max(ys), min(xs), max(xs), text))
     boxes.sort(key=lambda b: (b[0], b[2]))
 
-    bands: list[list[tuple[float, float, float, str]]] = []
+    bands: list[list[_Box]] = []
     for box in boxes:
         top, bottom = box[0], box[1]
         if bands:
@@ -106,4 +137,4 @@ def _reading_order(result: list[Any]) -> str:
                 bands[-1].append(box)
                 continue
         bands.append([box])
-    return "\n".join(" ".join(b[3] for b in sorted(band, key=lambda b: b[2])) for band in bands)
+    return bands

@@ -13,7 +13,10 @@ import re
 # abbreviation or an initial ("St. Paul", "e.g. this", "J. S. Bach").
 _NOT_AN_END = "".join(rf"(?<!\b{a})" for a in ("Mr", "Mrs", "Ms", "Dr", "St", "Mt", "Prof", "Jr", "Sr", "vs",
                                                  r"e\.g", r"i\.e", "cf", "Fig", "[A-Z]"))
-_SENTENCE = re.compile(rf"\S.*?(?:(?!(?<=\d )\. \d){_NOT_AN_END}[.!?]+(?:\s*\[\d+\])*(?=\s|$)|$)", re.DOTALL)
+# A sentence also ends before a blank line: the chunker keeps one after a heading, a label or an OCR'd row that
+# ends without a full stop (ingest.chunking), which would otherwise run on into the next sentence.
+_SENTENCE = re.compile(rf"\S.*?(?:(?!(?<=\d )\. \d){_NOT_AN_END}[.!?]+(?:\s*\[\d+\])*(?=\s|$)|(?=\n[ \t]*\n)|$)",
+                       re.DOTALL)
 
 
 def split_sentences(text: str) -> list[str]:

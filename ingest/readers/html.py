@@ -1,5 +1,6 @@
-"""HTML pages: the main content in paragraphs under the nearest h1-h6, after the page's title. Each heading keeps
-its link (its anchor, on the page's own address when the page names one), so a citation can name and open it.
+"""HTML pages: the main content in paragraphs under the nearest h1-h6 (the page's title before the first). Each
+heading keeps its link (its anchor, on the page's own address when the page names one), so a citation can name and
+open it.
 
 lxml (libxml2, linear time) parses the page. trafilatura finds the main content and drops navigation,
 sidebars and footers. Small pages, and pages where it falls back to dumping all text without headings, are
@@ -146,7 +147,7 @@ def _is_main_content(main: list[TextBlock], whole: list[TextBlock], title: str |
 
 
 def _main_content(path: Path, root: _Element, title: str | None, links: _SectionLinks) -> list[TextBlock] | None:
-    """trafilatura's main content as blocks (None when it finds none), with the title first."""
+    """trafilatura's main content as blocks (None when it finds none), under the title until the first heading."""
     try:
         document = trafilatura.bare_extraction(
             root, include_comments=False, include_formatting=True, include_links=True, include_tables=True
@@ -156,7 +157,7 @@ def _main_content(path: Path, root: _Element, title: str | None, links: _Section
         return None
     if document is None or document.body is None:
         return None
-    blocks = [TextBlock(page=1, text=title)] if title else []
+    blocks: list[TextBlock] = []
     heading = linked_heading(title, links.address)
     for element in _main_elements(document.body):
         if element.tag == "head":
@@ -164,7 +165,13 @@ def _main_content(path: Path, root: _Element, title: str | None, links: _Section
             heading = linked_heading(text, links.titled(text)) if text else heading
         elif text := _main_element_text(element):
             blocks.append(TextBlock(page=1, text=text, heading=heading))
-    return blocks
+    return blocks or _title_only(title)
+
+
+def _title_only(title: str | None) -> list[TextBlock]:
+    """A page with no text but its title: the title is all there is to find it by. Otherwise the title only heads
+    the text (the blocks' heading): a passage of its own would be quoted as the answer to anything it names."""
+    return [TextBlock(page=1, text=title)] if title else []
 
 
 # trafilatura's XML: <head> headings, <p>, <quote>, <code> (from <pre>), <list>/<item>, <table>/<row>/<cell>
@@ -254,7 +261,8 @@ class _WholePage:
 
     def __init__(self, title: str | None, links: _SectionLinks | None = None) -> None:
         # the title heads the text until the first h1-h6
-        self.blocks = [TextBlock(page=1, text=title)] if title else []
+        self._title = title
+        self.blocks: list[TextBlock] = []
         self._links = links
         self._heading = linked_heading(title, links.address if links else "")
         self._buffer: list[str] = []
@@ -264,7 +272,7 @@ class _WholePage:
         if body is not None:
             self._visit(body)
         self._flush()
-        return self.blocks
+        return self.blocks or _title_only(self._title)
 
     def _visit(self, element: _Element) -> None:
         tag = element.tag

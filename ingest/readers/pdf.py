@@ -1,10 +1,17 @@
-"""PDF reader (pypdf): the text layer page by page, embedded images, OCR for pages without text."""
+"""PDF reader (pypdf): the text layer page by page, embedded images, OCR for pages without text.
+
+The text layer is cleaned of what a printed page adds to the text: running headers and footers (page numbers
+among them), table-of-contents dot leaders, and words hyphenated across a line break.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+import re
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +63,11 @@ def _open(path: Path, data: bytes) -> PdfReader:
 
 
 def _items(reader: PdfReader, ocr: OcrEngine | None, warnings: list[str], budget: ImageBudget) -> Iterator[Item]:
-    for index in range(len(reader.pages)):
+    for index, text in _without_running_lines(_page_texts(reader, warnings)):
+        if text is None:
+            continue  # the page does not open: warned
         number = index + 1
-        try:
-            page = reader.pages[index]
-        except Exception as exc:  # noqa: BLE001 - one broken page must not end the document
-            _skip(warnings, f"page {number}: could not read page", exc)
-            continue
-        text = _page_text(page, number, warnings)
+        page = reader.pages[index]
         images = list(_page_images(page, number, warnings, budget))  # encoded only: pixels are decoded one at a time
         if text:
             yield TextBlock(page=number, text=text)
@@ -83,12 +87,123 @@ def _release(reader: PdfReader, page: PageObject, index: int) -> None:
         reader.resolved_objects.clear()
 
 
+def _page_texts(reader: PdfReader, warnings: list[str]) -> Iterator[tuple[int, str | None]]:
+    """Each page's text layer, by 0-based index; None for a page that does not open."""
+    for index in range(len(reader.pages)):
+        try:
+            page = reader.pages[index]
+        except Exception as exc:  # noqa: BLE001 - one broken page must not end the document
+            _skip(warnings, f"page {index + 1}: could not read page", exc)
+            yield index, None
+            continue
+        yield index, _page_text(page, index + 1, warnings)
+
+
 def _page_text(page: PageObject, number: int, warnings: list[str]) -> str:
     try:
         return page.extract_text().strip()
     except Exception as exc:  # noqa: BLE001 - pypdf raises many types for one bad content stream
         _skip(warnings, f"page {number}: could not extract text", exc)
         return ""
+
+
+# Running headers and footers are found among a page's neighbours, not over the whole file: the text of a few
+# pages ahead is all that is held (memory stays flat), and a book's headers change from chapter to chapter.
+RUNNING_WINDOW = 4  # pages before and after a page that its top and bottom lines are compared with
+EDGE_LINES = 2  # lines at the top and at the bottom of a page that may be a header or footer
+# Headers and footers are short; a full line of text that recurs is content (a form's, a repeated table row's),
+# which costs more to lose than a header costs to keep.
+MAX_RUNNING_CHARS = 80
+_NUMBER = re.compile(r"\d+")
+_ROMAN_FOLIO = re.compile(r"[ivxlc]{1,6}", re.IGNORECASE)
+# four or more dots, spaced or not, then the page number(s) they lead to: a table of contents' or index's leader
+_DOT_LEADER = re.compile(r"[ \t]*(?:\.[ \t]?){4,}[ \t]*(?:\d+(?:[ \t]*,[ \t]*\d+)*|[ivxlc]{1,6}\b)?[ \t]*")
+# a lower-case word broken at a line end, its hyphen added by the typesetter ("iden-\ntifier")
+_BROKEN_WORD = re.compile(r"\b([A-Za-z]?[a-z]+)-\n([a-z]+)")
+
+
+@dataclass(frozen=True)
+class _EdgeLine:
+    """A line at the top or bottom of a page, as compared with its neighbours' ("Chapter 2: Setup 14")."""
+
+    text: str  # the line, its spaces collapsed
+    key: str  # the line with each number as "#" ("Chapter #: Setup #"); a page number alone is "#"
+    offsets: frozenset[int]  # the page's index minus each number in the line: a page number's is the same on all
+
+    @classmethod
+    def of(cls, line: str, index: int) -> _EdgeLine:
+        line = " ".join(line.split())
+        if _ROMAN_FOLIO.fullmatch(line):  # front matter's page numbers (i, ii, ...)
+            return cls(line, "#", frozenset())
+        return cls(line, _NUMBER.sub("#", line), frozenset(index - int(n) for n in _NUMBER.findall(line)))
+
+    def repeats_in(self, others: list[_EdgeLine]) -> bool:
+        """Whether neighbours repeat this line, as a running header or footer would."""
+        if len(self.text) > MAX_RUNNING_CHARS:
+            return False
+        if self.key == "#":  # a page number alone: beside other page numbers, or headers counting the same way
+            return any(other.key == "#" or self.offsets & other.offsets for other in others)
+        # numbered the same way as the page is ("Chapter 2: Setup 14" then "... 15")
+        if "#" in self.key and any(other.key == self.key and self.offsets & other.offsets for other in others):
+            return True
+        # the same words recur by chance on two pages (a "}" closing code): a header or footer recurs on several
+        return sum(other.text == self.text for other in others) >= 2
+
+
+@dataclass(frozen=True)
+class _PageLines:
+    index: int
+    lines: list[str] | None  # None: the page does not open
+
+    def top(self) -> list[_EdgeLine]:
+        return [_EdgeLine.of(line, self.index) for line in (self.lines or [])[:EDGE_LINES]]
+
+    def bottom(self) -> list[_EdgeLine]:
+        return [_EdgeLine.of(line, self.index) for line in (self.lines or [])[-EDGE_LINES:][::-1]]
+
+
+def _without_running_lines(pages: Iterable[tuple[int, str | None]]) -> Iterator[tuple[int, str | None]]:
+    """Each page's text without the headers and footers its neighbours repeat, dot leaders or broken words."""
+    window: deque[_PageLines] = deque(maxlen=2 * RUNNING_WINDOW + 1)
+    for index, text in pages:
+        window.append(_PageLines(index, None if text is None else text.split("\n")))
+        if len(window) > RUNNING_WINDOW:  # the page RUNNING_WINDOW back now has all its neighbours
+            page = window[-RUNNING_WINDOW - 1]
+            yield page.index, _cleaned(page, list(window))
+    for page in list(window)[-min(len(window), RUNNING_WINDOW):]:  # the last pages, not handed on yet
+        yield page.index, _cleaned(page, list(window))
+
+
+def _cleaned(page: _PageLines, window: list[_PageLines]) -> str | None:
+    if page.lines is None:
+        return None
+    others = [other for other in window if other is not page]
+    top = _running_count(page.top(), [edge for other in others for edge in other.top()])
+    bottom = _running_count(page.bottom(), [edge for other in others for edge in other.bottom()])
+    body = page.lines[top:len(page.lines) - bottom] if top + bottom < len(page.lines) else []
+    return _joined_broken_words("\n".join(_DOT_LEADER.sub(_leader_gap, line) for line in body)).strip()
+
+
+def _running_count(edge: list[_EdgeLine], neighbours: list[_EdgeLine]) -> int:
+    """How many of a page's edge lines, from the outside in, are a running header (or footer)."""
+    count = 0
+    while count < len(edge) and edge[count].repeats_in(neighbours):
+        count += 1
+    return count
+
+
+def _leader_gap(match: re.Match[str]) -> str:
+    """A leader ends its line ("Setup . . . . 4"), or stands between an entry and the next on one line."""
+    return "" if match.end() == len(match.string) or match.start() == 0 else " "
+
+
+def _joined_broken_words(text: str) -> str:
+    """"iden-\ntifier" as "identifier", unless the page writes the word with its hyphen elsewhere ("well-known")."""
+    def join(match: re.Match[str]) -> str:
+        head, tail = match.groups()
+        return f"{head}-{tail}" if f"{head}-{tail}" in text else head + tail
+
+    return _BROKEN_WORD.sub(join, text)
 
 
 _Found = tuple[str, bytes]  # the image's name, bytes PIL can open
