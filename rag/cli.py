@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rag.errors import LoupeError
 from rag.logs import configure_logging
+from rag.opening import load_models, open_existing_store, open_without_models
 from rag.records import heading_parts, place
 from rag.settings import (
     ANN_KINDS,
@@ -159,22 +160,15 @@ def run_translated(command, args: argparse.Namespace, settings: Settings) -> int
         return 70
 
 
-def _models(settings: Settings, with_images: bool = True):
-    from rag.components import Models
-
-    models = Models.load(settings, with_images)
-    if models.clip_status and with_images:
-        print(models.clip_status, file=sys.stderr)
-    return models
-
 
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import Ingestor
 
-    models = _models(settings)
+    models = load_models(settings)
     kb = models.open_store()
     ingestor = Ingestor(kb, settings, models.text_embedder, models.image_embedder, settings.ocr)
     report = ingestor.ingest(args.paths, show_progress=not args.quiet and not args.json)
+    tag_new_images(kb, models, settings)
     if args.json:
         print(json.dumps({"files": [vars(o) for o in report.outcomes], "seconds": dict(report.seconds),
                           "totals": report.totals(), "images_waiting": report.images_waiting}, indent=2))
@@ -186,8 +180,8 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
-    models = _models(settings)
-    assistant = models.assistant(_existing_store(models, settings))
+    models = load_models(settings)
+    assistant = models.assistant(open_existing_store(models, settings))
     answer = None
     for event in assistant.stream(args.question):
         if isinstance(event, str):
@@ -215,8 +209,8 @@ def cmd_ask(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    models = _models(settings, with_images=args.images or args.image_file is not None)
-    retriever = models.assistant(_existing_store(models, settings)).retriever
+    models = load_models(settings, with_images=args.images or args.image_file is not None)
+    retriever = models.assistant(open_existing_store(models, settings)).retriever
     k = settings.top_k
     if args.images or args.image_file:
         if models.image_embedder is None:
@@ -239,7 +233,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
-    documents = _open_without_models(settings).documents()
+    documents = open_without_models(settings).documents()
     if args.json:
         print(json.dumps([vars(d) for d in documents], indent=2))
         return 0
@@ -255,7 +249,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    kb = _open_without_models(settings)
+    kb = open_without_models(settings)
     info = kb.delete(kb.resolve(args.document).id)
     print(f"deleted {info.name} (id {info.id}): {info.chunks} chunks, {info.images} images")
     return 0
@@ -264,31 +258,24 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_embed_images(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import Ingestor
 
-    models = _models(settings)
+    models = load_models(settings)
     if models.image_embedder is None:
         return 1
-    kb = _existing_store(models, settings)
+    kb = open_existing_store(models, settings)
     count = Ingestor(kb, settings, models.text_embedder, models.image_embedder).embed_waiting_images()
+    tag_new_images(kb, models, settings)
     print(f"embedded {count} images")
     return 0
 
 
-def _open_without_models(settings: Settings):
-    """The configured store, opened to list or delete: no model is loaded (about 1 s instead of 10)."""
-    from rag.embedder import recorded_model_name
-    from rag.store_factory import open_existing
-
-    return open_existing(settings, recorded_model_name(settings))
 
 
-def _existing_store(models, settings: Settings):
-    from rag.store import require_store
-    from rag.store_api import is_database_url
+def tag_new_images(kb, models, settings: Settings) -> None:
+    """Zero-shot tags for the images that have vectors and no tags yet, as the app tags them after an ingest."""
+    if models.image_embedder is not None:
+        from rag.explore.image_tags import tag_stored_images
 
-    if is_database_url(settings.store):  # opened with create=False: a missing knowledge base is an error
-        return models.open_store(create=False)
-    require_store(settings.store)
-    return models.open_store()
+        tag_stored_images(kb, models.image_embedder, settings.image_labels)
 
 
 def cmd_export_onnx(args: argparse.Namespace, settings: Settings) -> int:

@@ -52,6 +52,8 @@ class LoupeService:
         self.answers = Answers(settings, self.knowledge_bases, self.conversations)
         self.images = Images(models, self.knowledge_bases)
         self.explore = Explore(settings, models, self.knowledge_bases, self.answers, self.conversations)
+        self.uploads.on_documents_added = self.explore.documents_added  # every ingest, whichever surface
+        self.images.tags_of = self.explore.tags_of
         self.embedding = EmbedderJobs(settings, self.knowledge_bases)
 
     # --- knowledge bases and documents ----------------------------------------------------------
@@ -84,6 +86,7 @@ class LoupeService:
         info, gone_images = self.knowledge_bases.delete_document(kb, document_id)
         self.images.forget(gone_images)
         self.conversations.forget_document(kb or self.default_kb, info.id, info.name, gone_images)
+        self.explore.documents_deleted(kb)  # word vectors retrained, whichever surface deleted it
         return info
 
     def ingest(self, kb: str | None, uploads: list[tuple[str, Path]],

@@ -90,6 +90,7 @@ class Explore:
         self._maps: dict[tuple[str, str], tuple[int, ChunkMap]] = {}
         self._reference_words: dict[str, np.ndarray] = {}  # the text embedder's vectors of the intrinsic sets' words
         self._trained: dict[str, set[str]] = {}  # per knowledge base, the architectures a user has trained
+        self._said_tags_wait: set[str] = set()  # knowledge bases whose images the log said wait for CLIP
         self._lock = threading.Lock()
 
     def _name(self, kb: str | None) -> str:
@@ -158,12 +159,33 @@ class Explore:
 
     def documents_changed(self, kb: str | None) -> dict[str, Job]:
         """After an ingest or a deletion: the word vectors a user trained are trained again for the knowledge base
-        as it is now, and its images re-tagged, in the background. Returns the training jobs by architecture."""
+        as it is now, and images without tags tagged, in the background. Returns the training jobs by
+        architecture."""
         if self.tags_available:
-            self.retag(kb, restart=True)
+            self.tags_of(kb)  # starts the tagging when some tags are missing or stale
         with self._lock:
             trained = sorted(self._trained.get(self._name(kb), ()))
         return {architecture: self.train_words(kb, architecture) for architecture in trained}
+
+    def documents_deleted(self, kb: str | None) -> None:
+        """After a deletion, whichever surface made it: documents_changed, whose failure is logged, not raised (the
+        document is gone whatever follows)."""
+        try:
+            self.documents_changed(kb)
+        except Exception:
+            logger.exception("after deleting a document of %s", self._name(kb))
+
+    def documents_added(self, kb: str | None) -> dict[str, Job]:
+        """After an ingest (browser, REST or Gradio API) or after waiting images got their CLIP vectors: their tags
+        now, in the caller's thread, so an ingest returns with its images tagged; then documents_changed. Without
+        CLIP the images wait for their tags, and the log says so once per knowledge base."""
+        store = self.knowledge_bases.open(kb)
+        if self.tags_available:
+            image_tags.tag_stored_images(store, self.models.image_embedder, self.settings.image_labels)
+        elif self._name(kb) not in self._said_tags_wait and store.images_waiting():
+            self._said_tags_wait.add(self._name(kb))
+            logger.warning("%s: %s", self._name(kb), TAGS_WAIT)
+        return self.documents_changed(kb)
 
     def word_vectors(self, kb: str | None, architecture: str = "skipgram"):
         job = self.jobs.get(self._words_key(kb, architecture))
@@ -233,32 +255,50 @@ class Explore:
         return image_tags.parse_labels(self.settings.image_labels)
 
     def set_labels(self, kb: str | None, text: str) -> Job | None:
-        """Keep the knowledge base's own labels and re-tag its images in the background (with CLIP)."""
+        """Keep the knowledge base's own labels with it and re-tag its images in the background (with CLIP)."""
         store = self.knowledge_bases.open(kb)
         image_tags.set_own_labels(store, image_tags.parse_labels(text))
-        return self.retag(kb, restart=True) if self.tags_available else None
+        return self.retag(kb) if self.tags_available else None
 
-    def retag(self, kb: str | None, restart: bool = False) -> Job:
+    def retag(self, kb: str | None) -> Job:
+        """Tag the images that have no tags for the current labels, in the background: after a change of labels
+        every image, after an ingest the new ones. One job per label list at a time; a finished one runs again."""
         store = self.knowledge_bases.open(kb)
         labels = image_tags.label_list(self.settings.image_labels, store)
 
         def work(job: Job):
-            return image_tags.refresh_tags(store, self.models.image_embedder, labels)
+            return image_tags.tag_images(store, self.models.image_embedder, labels,
+                                         lambda done: setattr(job, "progress", done))
 
-        return self.jobs.start(("image tags", self._name(kb)), work, restart=restart)
+        return self.jobs.start(("image tags", self._name(kb), *labels), work, restart=True)
 
     def tags_of(self, kb: str | None) -> dict[int, list[image_tags.Tag]]:
-        """The tags already computed for the knowledge base as it is now, by image id, for other views (the image
-        search's gallery, the library): never computed here; when stale, re-tagging starts in the background and
-        this returns none until it is done."""
+        """The tags saved for the knowledge base's images with its current labels (read from the knowledge base:
+        another server may have changed them), by image id, for other views (the gallery, the library, image
+        search). Never computed here: when some are missing or stale, tagging starts in the background and the
+        images tagged so far are returned."""
         if not self.tags_available:
             return {}
         store = self.knowledge_bases.open(kb)
         labels = image_tags.label_list(self.settings.image_labels, store)
-        tags = image_tags.cached_tags(store, self.models.image_embedder, labels)
-        if tags is None:
-            self.retag(kb, restart=True)
-        return tags or {}
+        tags, current = image_tags.saved_tags(store, self.models.image_embedder, labels)
+        if not current:
+            self.retag(kb)
+        return tags
+
+    def tags_by_document(self, kb: str | None) -> dict[int, list[image_tags.Tag]]:
+        """Each document's image tags, one per label at its best score, best first (the library's column)."""
+        tags = self.tags_of(kb)
+        if not tags:
+            return {}
+        best: dict[int, dict[str, float]] = {}
+        for image in image_tags.all_images(self.knowledge_bases.open(kb)):
+            labels = best.setdefault(image.document_id, {})
+            for tag in tags.get(image.id, []):
+                labels[tag.label] = max(tag.score, labels.get(tag.label, -1.0))
+        return {document_id: [image_tags.Tag(label, score) for label, score in
+                              sorted(labels.items(), key=lambda item: -item[1])]
+                for document_id, labels in best.items() if labels}
 
     def tagged_images(self, kb: str | None, search: str = "") -> list[image_tags.TaggedImage]:
         """Every image with its tags (computed now when the cache is stale), or those whose tags match `search`."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rag.components import Models
+from rag.explore.image_tags import Tag, all_images, tag_matches
 from rag.retrieval import ImageHit
 from service.errors import ServiceError
 from service.knowledge_bases import KnowledgeBases
@@ -35,6 +36,9 @@ class Images:
         # Called with each display copy's name once it is deleted, so the web layer can drop the copies its
         # server made of it (the service knows nothing of Gradio).
         self.on_display_removed: Callable[[str], None] = lambda name: None
+        # The images' zero-shot tags by image id (Explore's, wired by LoupeService): a search naming a tag finds the
+        # images that carry it.
+        self.tags_of: Callable[[str | None], dict[int, list[Tag]]] = lambda kb: {}
 
     @property
     def available(self) -> bool:
@@ -46,7 +50,19 @@ class Images:
         if not str(query or "").strip():
             raise ServiceError("type what the image should show")
         hits = self.knowledge_bases.assistant(kb).retriever.search_images(query, int(k))
-        return [self._result(kb, hit) for hit in hits]
+        return [self._result(kb, hit) for hit in self._tagged_first(kb, query, hits, int(k))]
+
+    def _tagged_first(self, kb: str | None, query: str, hits: list[ImageHit], k: int) -> list[ImageHit]:
+        """The images with a tag the query names, best tag first, then CLIP's hits: a tag is a word the user can
+        search by, and CLIP's nearest vectors alone may miss it. Both scores are cosines with a CLIP text
+        vector (the tag's prompt, the query), so they read alike."""
+        matches = tag_matches(self.tags_of(kb), query)
+        if not matches:
+            return hits
+        tagged = [ImageHit(image, matches[image.id]) for image in all_images(self.knowledge_bases.open(kb))
+                  if image.id in matches]
+        tagged.sort(key=lambda hit: -hit.score)
+        return (tagged + [hit for hit in hits if hit.image.id not in matches])[:k]
 
     def similar(self, kb: str | None, data: bytes, k: int = 8) -> list[ImageResult]:
         if not self.available:

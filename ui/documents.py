@@ -3,11 +3,13 @@ creating or deleting knowledge bases, and the embedder panel (ui.embedder: fine-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 
+from rag.explore.image_tags import Tag
 from rag.records import DocumentInfo
 from ui import views
 from ui.chat import failure_note
@@ -15,12 +17,31 @@ from ui.embedder import EmbedderPanel
 from ui.page import PRIVATE, Page
 from webapi import gradio_error
 
+logger = logging.getLogger(__name__)
+
 INGEST = {"concurrency_limit": 2, "concurrency_id": "ingest", **PRIVATE}
 
 
-def library_rows(kb: str, documents: list[DocumentInfo]) -> list[list]:
+LIBRARY_HEADERS = [*views.DOC_HEADERS, "Image tags"]
+TAGS_SHOWN = 5  # a document's best tags in its row; the Explore tab shows every image's own
+
+
+def library_rows(kb: str, documents: list[DocumentInfo], tags: dict[int, list[Tag]] | None = None,
+                 clip_on: bool = True) -> list[list]:
+    """The library's rows; the last cell is the document's image tags (Explore's), or why it has none yet."""
+    tags = tags or {}
     return [[d.id, d.name, d.kind, d.pages, d.chunks, d.images, d.images_waiting, f"{d.size_bytes / 1024:.0f} KB",
-             d.added_at.replace("T", " ").removesuffix("Z")[:16] + " UTC"] for d in documents]
+             d.added_at.replace("T", " ").removesuffix("Z")[:16] + " UTC", tags_cell(d, tags.get(d.id), clip_on)]
+            for d in documents]
+
+
+def tags_cell(document: DocumentInfo, tags: list[Tag] | None, clip_on: bool) -> str:
+    if tags:
+        more = len(tags) - TAGS_SHOWN
+        return ", ".join(t.label for t in tags[:TAGS_SHOWN]) + (f" (+{more})" if more > 0 else "")
+    if not document.images:
+        return ""
+    return "waiting for CLIP" if not clip_on or document.images_waiting else "tagging…"
 
 
 def document_picker(kb: str, documents: list[DocumentInfo]) -> gr.Dropdown:
@@ -35,7 +56,7 @@ class DocumentsTab:
                                  file_count="multiple", elem_id="upload")
             self.add = gr.Button("Add to knowledge base", variant="primary", elem_id="add-files")
             self.progress = gr.HTML(elem_id="progress")
-            self.library = gr.Dataframe(headers=views.DOC_HEADERS, label="Library — click a row to select it",
+            self.library = gr.Dataframe(headers=LIBRARY_HEADERS, label="Library — click a row to select it",
                                         interactive=False, elem_id="library")
             with gr.Row():
                 self.doc_pick = gr.Dropdown(label="Document", choices=[], elem_id="doc-pick", scale=3)
@@ -56,11 +77,20 @@ class DocumentsTab:
                     self.drop_kb = gr.Button("Delete knowledge base", variant="stop")
                 self.kb_message = gr.Markdown(elem_id="kb-message")
             self.embedder = EmbedderPanel(page)
-        page.shows_documents(self.library, library_rows)
+        page.shows_documents(self.library, self.library_rows)
         page.shows_documents(self.doc_pick, document_picker)
         # what an upload or a deletion in the previous knowledge base said is not about this one
         page.shows_kb_state([self.progress, self.doc_message, self.confirm_row],
                             lambda kb, chats: ["", "", gr.Row(visible=False)])
+
+    def library_rows(self, kb: str, documents: list[DocumentInfo]) -> list[list]:
+        explore = self.page.service.explore
+        try:
+            tags = explore.tags_by_document(kb)
+        except Exception:  # tags only add a column: a failure there must not hide the library
+            logger.exception("Image tags for the library of %s failed", kb)
+            tags = {}
+        return library_rows(kb, documents, tags, explore.tags_available)
 
     def upload(self, paths: list[str] | None, kb: str) -> Iterator[list[Any]]:
         if not paths:

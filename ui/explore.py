@@ -44,6 +44,8 @@ BIND_MAP_JS = """() => {
   bind(100);
 }"""
 POINT_JS = """(number, kb) => [window.__loupeExplorePoint || 0, kb]"""
+UMAP_INFO = ("PCA is instant; UMAP keeps each passage's neighbours together but takes longer (its first map in a "
+             "process also compiles it)")
 INTRO = ("See your knowledge base as vectors: where its passages sit, which words it treats as close, how an "
          "embedder compares sentences, and what CLIP sees in its pictures.")
 
@@ -76,6 +78,15 @@ def training_line(job: Job, architecture: str) -> str:
             "trained again when its documents change).")
 
 
+def tagging_line(job: Job) -> str:
+    if not job.done:
+        return f"Labels saved. Re-tagging the images in the background… {100 * job.progress:.0f}%"
+    if job.error:
+        return f"⚠ {views.plain(job.error)}"
+    return (f"✓ Labels saved; {len(job.result):,} images tagged (the library, the image search and this tab show "
+            "their tags).")
+
+
 def tag_caption(tagged) -> str:
     tags = ", ".join(f"{t.label} {t.score:.2f}" for t in tagged.tags) or "no tags: waiting for CLIP"
     return f"{tagged.image.file}, page {tagged.image.page}: {tags}"
@@ -101,8 +112,10 @@ class ExploreTab:
 
     def _build_map(self) -> None:
         with gr.Row():
-            self.projection = gr.Radio(available_methods(), value="pca", label="Projection", scale=1,
-                                       info="UMAP appears once umap-learn is installed")
+            methods = available_methods()
+            self.projection = gr.Radio(methods, value="pca", label="Projection", scale=1,
+                                       info=UMAP_INFO if "umap" in methods else "UMAP appears once umap-learn is "
+                                                                                  "installed")
             self.map_question = gr.Textbox(label="Draw a question and its retrieved passages (optional)", scale=3,
                                            elem_id="explore-question")
         with gr.Row():
@@ -244,12 +257,20 @@ class ExploreTab:
             return None, None, failure_note(error, "compare the texts")
         return contextual, context_free, views.plain(note)
 
-    def save_labels(self, labels: str, kb: str) -> str:
+    def save_labels(self, labels: str, kb: str) -> Iterator[str]:
+        """Keep the labels with the knowledge base, then show the re-tagging's progress until it is done."""
         try:
             job = self.page.service.explore.set_labels(kb, labels)
         except Exception as error:
-            return failure_note(error, "save the labels")
-        return "Labels saved." + (" Re-tagging the images in the background." if job else f" {TAGS_WAIT}")
+            yield failure_note(error, "save the labels")
+            return
+        if job is None:
+            yield f"Labels saved. {TAGS_WAIT}"
+            return
+        while not job.done:
+            yield tagging_line(job)
+            time.sleep(POLL_S)
+        yield tagging_line(job)
 
     def tagged(self, query: str, kb: str) -> tuple[list, str]:
         service = self.page.service
@@ -284,6 +305,7 @@ class ExploreTab:
         self.score.click(self.intrinsic, [self.architecture, kb_pick], self.scores, **PRIVATE)
         self.compare.click(self.similarity, [self.texts, self.architecture, kb_pick],
                            [self.contextual, self.context_free, self.similarity_note], **PRIVATE)
-        self.save_labels_button.click(self.save_labels, [self.own_labels, kb_pick], self.tags_note, **PRIVATE)
+        self.save_labels_button.click(self.save_labels, [self.own_labels, kb_pick], self.tags_note,
+                                      concurrency_limit=4, concurrency_id="explore-tags", **PRIVATE)
         self.show_tags.click(self.tagged, [self.tag_query, kb_pick], [self.tags_gallery, self.tags_note], **PRIVATE)
         self.tag_query.submit(self.tagged, [self.tag_query, kb_pick], [self.tags_gallery, self.tags_note], **PRIVATE)

@@ -66,16 +66,16 @@ def run_explore(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _map(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.cli import _existing_store, _models, _open_without_models
     from rag.explore.figures import map_figure, standalone_html
     from rag.explore.projection import build_map, place_question
+    from rag.opening import load_models, open_existing_store, open_without_models
 
     if args.question:
-        models = _models(settings, with_images=False)
-        kb = _existing_store(models, settings)
+        models = load_models(settings, with_images=False)
+        kb = open_existing_store(models, settings)
         retriever = models.assistant(kb).retriever
     else:  # the stored vectors are enough: no model to load
-        kb = _open_without_models(settings)
+        kb = open_without_models(settings)
     chunk_map = build_map(kb, args.projection)
     placed = None
     if args.question:
@@ -95,10 +95,10 @@ def _progress(done: float) -> None:
 
 
 def _words(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.cli import _open_without_models
     from rag.explore import word_vectors
+    from rag.opening import open_without_models
 
-    kb = _open_without_models(settings)
+    kb = open_without_models(settings)
     vectors = word_vectors.load_or_train(kb, args.architecture, None if args.json else _progress)
     if args.ask == "scores":
         return _scores(args, settings, vectors)
@@ -113,10 +113,10 @@ def _words(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _scores(args: argparse.Namespace, settings: Settings, vectors) -> int:
-    from rag.cli import _models
     from rag.explore.word_vectors import intrinsic
+    from rag.opening import load_models
 
-    embedder = _models(settings, with_images=False).text_embedder
+    embedder = load_models(settings, with_images=False).text_embedder
     rows = intrinsic(vectors, lambda words: embedder.embed(words, settings.embed_batch_size))
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -133,11 +133,11 @@ def _figure(value: float | None) -> str:
 
 
 def _similarity(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.cli import _models
     from rag.explore.similarity import check_texts, cosine_matrix
+    from rag.opening import load_models
 
     texts = check_texts(args.texts)
-    matrix = cosine_matrix(_models(settings, with_images=False).text_embedder, texts)
+    matrix = cosine_matrix(load_models(settings, with_images=False).text_embedder, texts)
     rows = [[round(float(v), 4) for v in row] for row in matrix]
     if args.json:
         print(json.dumps(rows))
@@ -148,14 +148,14 @@ def _similarity(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _tags(args: argparse.Namespace, settings: Settings) -> int:
-    from rag.cli import _existing_store, _models
     from rag.explore.image_tags import WAITING_FOR_CLIP, label_list, refresh_tags, search_tags, tagged_images
+    from rag.opening import load_models, open_existing_store
 
-    models = _models(settings)
-    if models.image_embedder is None:  # _models printed why CLIP did not load
+    models = load_models(settings)
+    if models.image_embedder is None:  # load_models printed why CLIP did not load
         print(WAITING_FOR_CLIP, file=sys.stderr)
         return 1
-    kb = _existing_store(models, settings)
+    kb = open_existing_store(models, settings)
     images = tagged_images(kb, refresh_tags(kb, models.image_embedder, label_list(settings.image_labels, kb)))
     found = search_tags(images, args.search) if args.search else images
     rows = [{"file": t.image.file, "page": t.image.page, "name": t.image.name,

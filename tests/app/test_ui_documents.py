@@ -89,3 +89,23 @@ def test_each_knowledge_base_shows_its_own_state_after_a_switch(page: Page, live
     page.get_by_role("tab", name="Chat").click()
     expect(page.locator("#chatbot")).to_contain_text("When do the supply flights land?")
     expect(page.locator("#sources")).to_contain_text("aurora.md")
+
+
+def test_the_library_shows_each_documents_image_tags_and_a_search_by_tag_finds_the_image(page: Page, live, docs_dir):
+    """The tiny random CLIP's tags mean nothing: this checks the plumbing (the ingest tags the picture, the library
+    shows the tags, the image search finds the picture by one of them), not the tags' quality."""
+    open_documents(page, live)
+    upload(page, docs_dir / "other.png")
+    expect(page.locator("#upload-progress tr[data-file='other.png']")).to_contain_text("added")
+    (document,) = [d for d in live.service.documents(None) if d.name == "other.png"]
+    tags = live.service.explore.tags_by_document(None)[document.id]
+    assert len(tags) == 3  # tagged by the ingest (TAGS_PER_IMAGE labels of the picture's one image)
+    row = page.locator("#library [role=row]").filter(has_text="other.png")
+    expect(row).to_contain_text(", ".join(t.label for t in tags))
+    expect(page.locator("#library thead")).to_contain_text("Image tags")
+
+    page.get_by_role("tab", name="Image search").click()
+    page.get_by_label("Describe the image").fill(f"a {tags[-1].label} please")
+    page.get_by_role("button", name="Search by text").click()
+    expect(page.locator("#image-results")).to_contain_text("other.png, page 1")
+    expect(page.locator("#image-results")).to_contain_text(tags[-1].label)

@@ -9,6 +9,7 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
+from rag.explore import image_tags
 from service.explore import TAGS_WAIT
 from tests.threads import wait_until
 
@@ -106,6 +107,17 @@ def test_word_vectors_neighbours_analogies_and_an_unknown_word(page: Page, live)
     expect(result).to_contain_text("closest known spellings: vault")
 
 
+def test_the_map_offers_umap(page: Page, live):
+    pytest.importorskip("umap", reason="umap-learn is not installed (requirements.txt pins it)")
+    chunks = sum(d.chunks for d in live.service.documents(None))
+    open_explore(page, live, "Map")
+    page.get_by_label("umap", exact=True).check()
+    page.click("#explore-draw")
+    # the first UMAP of a process compiles its numba code: tens of seconds on 2 cores
+    expect(page.locator("#explore-map-note")).to_contain_text("projected to 2-D with UMAP", timeout=600_000)
+    expect(page.locator("#explore-map .scatterlayer .point")).to_have_count(chunks)
+
+
 def test_similarity_playground_draws_both_heatmaps(page: Page, live):
     open_explore(page, live, "Similarity")
     page.click("#explore-compare")
@@ -126,8 +138,10 @@ def test_image_tags_shown_searched_and_relabelled(page: Page, live):
 
     page.fill("#explore-labels textarea", "static noise, television")
     page.click("#explore-save-labels")
-    expect(page.locator("#explore-tags-note")).to_contain_text("Labels saved. Re-tagging the images")
+    # the re-tagging's progress, then its end (every image tagged again: the label list changed)
+    expect(page.locator("#explore-tags-note")).to_contain_text("✓ Labels saved; 2 images tagged")
     assert live.service.explore.labels(None) == ["static noise", "television"]
+    assert set(live.service.explore.tags_of(None)) == {i.image.id for i in live.service.explore.tagged_images(None)}
     page.fill("#explore-tag-query textarea", "TELEVISION")
     page.click("#explore-show-tags")
     matching = len(live.service.explore.tagged_images(None, "television"))
@@ -146,10 +160,11 @@ def test_a_changed_knowledge_base_is_retrained_and_retagged_in_the_background(li
     wait_until(lambda: jobs["skipgram"].done, "the word vectors retrained")
     assert "zeppelin" in jobs["skipgram"].result.key_to_index and "zeppelin" not in before.key_to_index
     assert explore.word_vectors(None, "skipgram") is jobs["skipgram"].result
-    tagging = explore.jobs.get(("image tags", live.service.default_kb))
-    wait_until(lambda: tagging.done, "the images re-tagged")
-    assert not tagging.error and len(tagging.result) == 2
-    assert explore.tags_of(None) == tagging.result  # what the image search's gallery and the library can show
+    store = live.service.kb(None)
+    labels = image_tags.label_list(live.settings.image_labels, store)
+    tags = image_tags.cached_tags(store, live.service.models.image_embedder, labels)
+    assert tags is not None and len(tags) == 2  # the ingest brought the tags up to date with the store itself
+    assert explore.tags_of(None) == tags  # what the image search's gallery and the library show
 
 
 def test_without_clip_one_line_says_tagging_waits(page: Page, start_app, tmp_path_factory):

@@ -120,3 +120,20 @@ def test_a_gallery_caption_carries_the_images_zero_shot_tags_when_known():
     items, note = show_images(results, {7: [Tag("a lighthouse", 0.27), Tag("the sea", 0.22)]})
     assert items[0][1] == "harbour.pdf, page 2 (0.310) · a lighthouse 0.27 · the sea 0.22"
     assert items[1][1] == "cat.png, page 1 (0.280)" and note.startswith("2 images")
+
+
+def test_the_library_row_ends_with_the_documents_image_tags_or_why_it_has_none():
+    from rag.records import DocumentInfo
+    from ui.documents import LIBRARY_HEADERS, TAGS_SHOWN, library_rows
+
+    def document(number: int, images: int, waiting: int = 0) -> DocumentInfo:
+        return DocumentInfo(number, f"d{number}.pdf", "/d", "pdf", "sha", 2048, 1, 3, images, waiting,
+                            "2026-11-30T08:00:00Z")
+
+    tags = {1: [Tag(f"label {i}", 0.3 - i / 100) for i in range(TAGS_SHOWN + 2)]}
+    documents = [document(1, 2), document(2, 0), document(3, 1, waiting=1), document(4, 1)]
+    rows = library_rows("default", documents, tags)
+    assert LIBRARY_HEADERS[-1] == "Image tags" and all(len(row) == len(LIBRARY_HEADERS) for row in rows)
+    assert rows[0][-1] == "label 0, label 1, label 2, label 3, label 4 (+2)"
+    assert [row[-1] for row in rows[1:]] == ["", "waiting for CLIP", "tagging…"]
+    assert library_rows("default", [document(4, 1)], {}, clip_on=False)[0][-1] == "waiting for CLIP"

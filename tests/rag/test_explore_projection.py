@@ -108,4 +108,9 @@ def test_umap_when_installed_else_a_clear_refusal(kb):
         return
     projector = Projector("umap", vectors)
     assert projector.coordinates.shape == (len(vectors), 2)
-    assert projector.transform(vectors[:2]).shape == (2, 2)
+    placed = projector.transform(vectors[:2])
+    assert placed.shape == (2, 2)
+    # a stored vector lands among its neighbours: nearer its own point than most points are to it
+    distances = np.linalg.norm(projector.coordinates - projector.coordinates[0], axis=1)
+    assert np.linalg.norm(placed[0] - projector.coordinates[0]) < np.median(distances)
+
