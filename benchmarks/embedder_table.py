@@ -30,7 +30,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from benchmarks.embedders import measure as measure_speed  # noqa: E402
 from benchmarks.embedders import read_chunks  # noqa: E402
-from benchmarks.pca_dims import DEFAULT_BEIR, MemoEmbedder, copy_store, renumber, sample  # noqa: E402
+from benchmarks.pca_dims import DEFAULT_BEIR, MemoEmbedder, copy_store, sample  # noqa: E402
 from benchmarks.pca_dims import measure as measure_ranking  # noqa: E402
 from rag.settings import Settings  # noqa: E402
 
@@ -59,7 +59,7 @@ def open_variant(name: str, changes: dict, settings: Settings, beir, work: Path,
 
     if changes.get("embed_dims"):
         copy = copy_store(store_folder(beir, settings), work / "pca" / "disflqa")
-        renumber(copy, reembed(copy, settings.with_(store=copy, **changes), embedder=fp32.base).document_ids)
+        reembed(copy, settings.with_(store=copy, **changes), embedder=fp32.base)  # document ids kept
         return copy, ProjectedEmbedder(fp32, Projection.load(copy))
     variant = settings.with_(**changes)
     embedder = fp32 if not changes else MemoEmbedder(build_embedder(variant, "cpu"))

@@ -71,14 +71,6 @@ def copy_store(source: Path, target: Path) -> Path:
     return target
 
 
-def renumber(folder: Path, document_ids: dict[int, int]) -> None:
-    """The eval's map of store documents to corpus ids, in the re-embedded store's numbering."""
-    path = folder / IDS_FILE
-    ids = json.loads(path.read_text())
-    ids["documents"] = {str(document_ids[int(k)]): v for k, v in ids["documents"].items()}
-    path.write_text(json.dumps(ids))
-
-
 def variance_curve(folder: Path) -> np.ndarray:
     """The cumulative share of the variance of the store's chunk vectors that the first k components hold."""
     from rag.catalog import Catalog
@@ -134,7 +126,6 @@ def run(beir_folder: Path, queries: int, sizes: Sequence[int]) -> dict:
         for size in sizes:
             copy = copy_store(cached, Path(work) / f"pca{size}" / cached.name)
             report = reembed(copy, settings.with_(store=copy, embed_dims=size), embedder=embedder.base)
-            renumber(copy, report.document_ids)
             projected = ProjectedEmbedder(embedder, Projection.load(copy))
             rows[f"{size} (PCA)"] = {"explained_variance": report.explained_variance,
                                      "reembed_s": report.seconds["total"]} | measure(copy, projected, beir, settings)

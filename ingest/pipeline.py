@@ -6,6 +6,10 @@ A failing file never stops the batch and never touches what is already stored.
 Reading, OCR and embedding fill a staging folder without holding any lock; the finished file is then
 committed in one short transaction, so another process sharing the store (the app beside a CLI ingest)
 waits at most for that commit.
+
+The sentence vectors answering ranks with (rag.sentence_vectors) cost about as much to embed as the chunks. In a
+folder store they are filled in a pass after the files are committed, so each file is searchable as soon as its
+chunks are embedded (SENTENCES_AFTER); a PostgreSQL store embeds them with the chunks (SENTENCES_INLINE).
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from rag.embedder import Embedder
 from rag.errors import LoupeError
 from rag.image_embedder import ImageEmbedder
 from rag.records import DocumentInfo, ImageRecord, NewChunk, NewDocument, indexed_text
-from rag.sentence_vectors import embed_chunk_sentences
+from rag.sentence_vectors import embed_chunk_sentences, fill_missing
 from rag.settings import Settings
-from rag.store import DuplicateDocument, KnowledgeBase, StagedDocument
+from rag.store import DuplicateDocument, KnowledgeBase, ModelMismatch, StagedDocument
 from rag.store_api import lexical_index
 from rag.wording import counted
 
@@ -43,6 +47,10 @@ logger = logging.getLogger(__name__)
 
 STAGES = ("parse", "ocr", "embed", "embed sentences", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
+# When a chunk's sentence vectors are made: in a pass after the ingest's commits (the default), by the caller
+# later (Ingestor.fill_sentences: the app, in the background), or with the chunks, before each commit (PostgreSQL
+# stores, which the pass does not write; and the baseline of benchmarks/ingest_throughput.py)
+SENTENCES_AFTER, SENTENCES_LATER, SENTENCES_INLINE = "after", "later", "inline"
 
 # (file name, stage, done, total); stages: parse (page done of pages), ocr (page begun), embed, index, done, and
 # duplicate or failed as soon as known
@@ -74,6 +82,10 @@ class IngestReport:
     @property
     def failed(self) -> list[FileOutcome]:
         return [o for o in self.outcomes if not o.ok]
+
+    def document_ids(self) -> list[int]:
+        """The documents this ingest added (or added in place of an earlier version)."""
+        return [o.document_id for o in self.outcomes if o.status in ("added", "replaced") and o.document_id]
 
     def totals(self) -> dict[str, int]:
         added = [o for o in self.outcomes if o.status in ("added", "replaced")]
@@ -110,13 +122,23 @@ class _Prepared:
 
 class Ingestor:
     def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: Embedder,
-                 image_embedder: ImageEmbedder | None = None, ocr: bool = False) -> None:
+                 image_embedder: ImageEmbedder | None = None, ocr: bool = False,
+                 sentences: str = SENTENCES_AFTER) -> None:
+        if text_embedder.model_id != kb.text_model:  # its vectors would be mixed with another model's, silently
+            raise ModelMismatch(f"{Path(kb.folder).name}: this knowledge base holds the vectors of the text model "
+                                f"'{kb.text_model.name}' ({kb.text_model.dim}-d), not of "
+                                f"'{text_embedder.model_id.name}' ({text_embedder.dim}-d): ingest with its own "
+                                "embedder")
         self.kb = kb
         self.settings = settings
         self.text_embedder = text_embedder
         self.image_embedder = image_embedder
         self.ocr = ocr  # OCR scanned pages and pictures; it runs in the parse worker, which loads its own engine
         self.budget = ChunkBudget(min(settings.chunk_tokens, text_embedder.max_tokens), settings.chunk_overlap)
+        if sentences not in (SENTENCES_AFTER, SENTENCES_LATER, SENTENCES_INLINE):
+            raise ValueError(f"unknown sentence pass {sentences!r}")
+        # the pass after the commits writes a folder store's catalog; any other store gets them with the chunks
+        self.sentences = sentences if isinstance(kb, KnowledgeBase) else SENTENCES_INLINE
 
     def ingest(self, arguments: Iterable[str | Path], show_progress: bool = False,
                on_progress: ProgressCallback | None = None, names: dict[Path, str] | None = None) -> IngestReport:
@@ -166,7 +188,32 @@ class Ingestor:
             lexical_index(self.kb).refresh()  # rebuild BM25 now, not on the first question after
         report.seconds["index"] += time.perf_counter() - start
         report.images_waiting = len(self.kb.images_waiting())
+        if self.sentences == SENTENCES_AFTER:  # every file is searchable now; answers rank sentences faster after
+            self.fill_sentences(report.document_ids(), report.seconds, show_progress)
         return report
+
+    def fill_sentences(self, document_ids: Iterable[int] | None = None, seconds: dict[str, float] | None = None,
+                       show_progress: bool = False) -> int:
+        """Embed and store the sentence vectors of these documents' chunks (all the store's, by default) that have
+        none yet (rag.sentence_vectors.fill_missing); returns the chunks filled. Nothing to do in a store that got
+        them with its chunks."""
+        if self.sentences == SENTENCES_INLINE:
+            return 0
+        start = time.perf_counter()
+        bar = tqdm(total=0, desc="sentence vectors", unit="chunk", disable=not show_progress, file=sys.stderr)
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            filled = fill_missing(self.kb.folder, lambda: self.text_embedder, document_ids,
+                                  self.settings.embed_batch_size, progress)
+        finally:
+            bar.close()
+        if seconds is not None:
+            seconds["embed sentences"] += time.perf_counter() - start
+        return filled
 
     @staticmethod
     def _guarded(path: Path, name: str, step: Callable[..., _Prepared | FileOutcome],
@@ -219,7 +266,8 @@ class Ingestor:
         offset = 0
         for slot, prepared in group:
             count = len(prepared.first[0])
-            batch = (*prepared.first, vectors[offset:offset + count], sentence_vectors[offset:offset + count])
+            own_sentences = None if sentence_vectors is None else sentence_vectors[offset:offset + count]
+            batch = (*prepared.first, vectors[offset:offset + count], own_sentences)
             offset += count
             outcome = self._guarded(prepared.path, prepared.name, self._write, prepared, iter([batch]), seconds,
                                     False, notify)
@@ -297,15 +345,17 @@ class Ingestor:
         yield batch, images[:]
 
     def _embed_texts(self, chunks: list[NewChunk],
-                     seconds: dict[str, float]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """The chunks' vectors (heading + text, as retrieval matches them), and each chunk's sentence vectors,
-        which answering ranks (rag.sentence_vectors); each timed as its own stage."""
+                     seconds: dict[str, float]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        """The chunks' vectors (heading + text, as retrieval matches them), and, when they are made with the chunks
+        (SENTENCES_INLINE), each chunk's sentence vectors, which answering ranks; each timed as its own stage."""
         start = time.perf_counter()
         texts = [indexed_text(c.heading, c.text) for c in chunks]
         vectors = self.text_embedder.embed(texts, self.settings.embed_batch_size)
         middle = time.perf_counter()
-        sentences = embed_chunk_sentences(self.text_embedder, [c.text for c in chunks], self.settings.embed_batch_size)
         seconds["embed"] += middle - start
+        if self.sentences != SENTENCES_INLINE:
+            return vectors, None
+        sentences = embed_chunk_sentences(self.text_embedder, [c.text for c in chunks], self.settings.embed_batch_size)
         seconds["embed sentences"] += time.perf_counter() - middle
         return vectors, sentences
 

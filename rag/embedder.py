@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -142,6 +143,22 @@ def recorded_model_name(settings: Settings) -> str:
     if settings.embedder == "openai":
         return settings.openai_model
     return settings.text_model + (INT8_SUFFIX if settings.embedder == "onnx-int8" else "")
+
+
+def settings_for_model(settings: Settings, recorded: str, store: Path | str) -> Settings:
+    """The settings whose embedder makes the vectors a store records as `recorded`: the inverse of
+    recorded_model_name, for a knowledge base made by another model than the configured one. A plain name is that
+    model on the configured backend (fp32 when that is onnx-int8; the server's model name when it is openai);
+    `+onnx-int8` is the int8 export; `+pca<N>:<fit>` is the projection saved in `store`."""
+    base, pca, fit = recorded.partition("+pca")
+    dims = int(fit.split(":", 1)[0]) if pca and fit.split(":", 1)[0].isdigit() else 0
+    if pca and not dims:  # "+pca" inside a model's own name: no reduction
+        base, dims = recorded, 0
+    embedder = "sbert" if settings.embedder == "onnx-int8" else settings.embedder
+    if base.endswith(INT8_SUFFIX):
+        base, embedder = base[:-len(INT8_SUFFIX)], "onnx-int8"
+    model = {"openai_model": base} if embedder == "openai" else {"text_model": base}
+    return settings.with_(embedder=embedder, embed_dims=dims, store=store, **model)
 
 
 class EmbedderWrapper:

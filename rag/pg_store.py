@@ -271,6 +271,12 @@ class PgKnowledgeBase:
         rows = self._rows("SELECT id, embedding FROM chunks WHERE id = ANY(%s)", ([int(i) for i in ids],))
         return {chunk_id: np.asarray(vector.to_numpy(), np.float32) for chunk_id, vector in rows}
 
+    def image_vectors(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
+        """The CLIP vectors of these images, by id: those embedded."""
+        rows = self._rows("SELECT id, embedding FROM images WHERE embedding IS NOT NULL AND id = ANY(%s)",
+                          ([int(i) for i in ids],))
+        return {image_id: np.asarray(vector.to_numpy(), np.float32) for image_id, vector in rows}
+
     def sentence_vectors(self, ids: Iterable[int]) -> dict[int, np.ndarray]:
         """The sentence vectors ingest stored for these chunks (rag.sentence_vectors); absent for some chunks."""
         rows = self._rows("SELECT id, sentence_vectors, text FROM chunks WHERE sentence_vectors IS NOT NULL "

@@ -2,11 +2,13 @@
 
 How it stays crash-safe, without touching the store's internals:
 1. Build. A complete new knowledge base is built beside the old one, in `.<name>.reembed-<pid>` in the same parent
-   folder, through the store's public write path (staging + Writer, as ingest does): the same documents, pages,
-   chunk texts, OCR flags and images (image vectors are copied: the image model does not change), with new chunk and
-   sentence vectors. The old knowledge base is only read meanwhile and keeps serving questions.
-2. Catch up. Documents added or deleted in the old one meanwhile (by the app, by an ingest) are added to or deleted
-   from the new one, until the old one's generation stands still.
+   folder: a copy of the old catalog (SQLite's backup), so every document, chunk and image keeps its id (citation
+   links, conversations' sources and the eval's id map name them), with each chunk's vector replaced in batches,
+   then its sentence vectors filled (rag.sentence_vectors.fill_missing) and its indexes built. Image vectors and
+   files stay (the image model does not change; files are hard-linked). The old knowledge base is only read
+   meanwhile and keeps serving questions.
+2. Catch up. Documents added or deleted in the old one meanwhile (by the app, by an ingest) are copied into the new
+   one under their ids, or deleted from it, until the old one's generation stands still.
 3. Swap. Under an exclusive lock on the old catalog (which also proves that no other connection, in any process,
    has it open: SQLite refuses to leave WAL mode otherwise, and then this waits or fails with Busy), the two folders
    are exchanged in one atomic rename (Linux renameat2 RENAME_EXCHANGE), so the store's path holds a complete
@@ -41,7 +43,7 @@ import shutil
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -52,8 +54,8 @@ from rag.embedder import Embedder, build_embedder, recorded_model_name
 from rag.errors import Busy, LoupeError
 from rag.finetune import Progress, _ProgressBar, _Timer
 from rag.pca import ProjectedEmbedder, Projection
-from rag.records import DocumentInfo, ImageRecord, ModelId, NewChunk, NewDocument, indexed_text
-from rag.sentence_vectors import embed_chunk_sentences
+from rag.records import DocumentInfo, ModelId, indexed_text
+from rag.sentence_vectors import fill_missing, pack
 from rag.settings import Settings
 from rag.store import CATALOG_FILE, IMAGES_DIR, KnowledgeBase, _process_alive, require_store
 from rag.store_api import is_database_url, lexical_index
@@ -83,26 +85,15 @@ class ReembedReport:
     dims: int
     documents: int = 0
     chunks: int = 0
-    sentences: int = 0
+    sentences: int = 0  # chunks whose sentences the pass embedded (the others' were projected)
     images: int = 0
     reused_vectors: bool = False  # PCA of the same model: the stored vectors were projected, no model ran
     explained_variance: float | None = None
     caught_up: int = 0  # documents added or deleted in the old store while the new one was built
-    # The new store numbers its documents anew: old id -> new id, for whatever kept the old ids (a citation link)
-    document_ids: dict[int, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-@dataclass
-class _OldDocument:
-    info: DocumentInfo
-    chunk_ids: list[int]
-    chunks: list[NewChunk]
-    images: list[ImageRecord]
-    image_vectors: dict[int, np.ndarray]
 
 
 # --- the whole job ------------------------------------------------------------------------------------------------
@@ -205,21 +196,6 @@ class _ReadOnly:
     def documents(self) -> list[DocumentInfo]:
         return list(self.catalog.documents())
 
-    def document(self, info: DocumentInfo) -> _OldDocument | None:
-        """A document's chunks and images, read in one snapshot; None when it was deleted meanwhile."""
-        with self.catalog.snapshot():
-            if self.catalog.document_by_sha(info.sha256) is None:
-                return None
-            # The catalog's records leave out the OCR flag, which a copy must keep: read the rows themselves.
-            rows = self.catalog.conn.execute("SELECT id, page, heading, text, ocr FROM chunks WHERE document_id = ? "
-                                             "ORDER BY ordinal", (info.id,)).fetchall()
-            images = self.catalog.images_of_pages(info.id)
-            blobs = self.catalog.conn.execute("SELECT id, vector FROM images WHERE document_id = ? AND vector IS NOT "
-                                              "NULL", (info.id,)).fetchall()
-        dim = self.image_model.dim if self.image_model else 0
-        return _OldDocument(info, [r[0] for r in rows], [NewChunk(r[1], r[3], r[2], bool(r[4])) for r in rows],
-                            images, {i: np.frombuffer(b, np.float32).reshape(dim) for i, b in blobs})
-
     def all_chunk_vectors(self) -> np.ndarray:
         parts = [vectors for _, vectors in self.catalog.iter_chunk_vectors(self.text_model.dim)]
         return np.concatenate(parts) if parts else np.zeros((0, self.text_model.dim), np.float32)
@@ -234,30 +210,34 @@ class _ReadOnly:
 class _VectorSource:
     model_id: ModelId
 
-    def vectors(self, documents: list[_OldDocument]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        """The chunk vectors (rows in document order) and each chunk's sentence vectors (None: a document stored
-        without them)."""
+    def vectors(self, chunks: list[tuple[int, str | None, str]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        """The new vectors of these chunks (id, heading, text), one row each, and the sentence vectors of those it
+        has them for (None: the sentence pass embeds them, rag.sentence_vectors.fill_missing)."""
+        raise NotImplementedError
+
+    def sentence_embedder(self) -> Embedder:
+        """The embedder whose vectors the new store takes, for the sentences the pass embeds."""
         raise NotImplementedError
 
 
 class _Embedding(_VectorSource):
-    """Run the embedder on the texts, as ingest does (rag.sentence_vectors for the sentences)."""
+    """Run the embedder on the texts, as ingest does; their sentences are embedded by the pass that follows."""
 
     def __init__(self, embedder: Embedder, settings: Settings) -> None:
         self.embedder, self.batch_size, self.model_id = embedder, settings.embed_batch_size, embedder.model_id
 
-    def vectors(self, documents: list[_OldDocument]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        chunks = [c for d in documents for c in d.chunks]
-        if not chunks:  # documents of images only
-            return np.zeros((0, self.model_id.dim), np.float32), []
-        vectors = self.embedder.embed([indexed_text(c.heading, c.text) for c in chunks], self.batch_size)
-        return vectors, embed_chunk_sentences(self.embedder, [c.text for c in chunks], self.batch_size)
+    def vectors(self, chunks: list[tuple[int, str | None, str]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        vectors = self.embedder.embed([indexed_text(heading, text) for _, heading, text in chunks], self.batch_size)
+        return vectors, [None] * len(chunks)
+
+    def sentence_embedder(self) -> Embedder:
+        return self.embedder
 
 
 class _Projected(_VectorSource):
-    """Project the full vectors a store holds already. A document stored without sentence vectors (before they
-    existed) stays without them, as answering embeds those when asked; one with only some (a changed sentence
-    splitter) has the others embedded, the model loaded only then."""
+    """Project the full vectors a store holds already, its chunks' and their sentences'; sentences stored without
+    vectors (a store made before them, a changed sentence splitter) are embedded by the pass, the model loaded only
+    then."""
 
     def __init__(self, folder: Path, stored_model: ModelId, projection: Projection,
                  load_embedder: Callable[[], Embedder], settings: Settings) -> None:
@@ -265,97 +245,102 @@ class _Projected(_VectorSource):
         self.load_embedder, self.batch_size = load_embedder, settings.embed_batch_size
         self.model_id = projection.model_id()
 
-    def vectors(self, documents: list[_OldDocument]) -> tuple[np.ndarray, list[np.ndarray | None]]:
-        ids = [i for d in documents for i in d.chunk_ids]
+    def vectors(self, chunks: list[tuple[int, str | None, str]]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+        ids = [chunk_id for chunk_id, _, _ in chunks]
         with _ReadOnly(self.folder) as store:
             full, sentences = store.chunk_vectors(ids)
-        missing = [(chunk_id, chunk.text) for d in documents if any(i in sentences for i in d.chunk_ids)
-                   for chunk_id, chunk in zip(d.chunk_ids, d.chunks) if chunk_id not in sentences]
-        if missing:
-            embedded = embed_chunk_sentences(self.load_embedder(), [text for _, text in missing], self.batch_size)
-            sentences |= {chunk_id: m for (chunk_id, _), m in zip(missing, embedded)}
         return self.projection.project(full), [self.projection.project(sentences[i]) if i in sentences else None
                                                for i in ids]
+
+    def sentence_embedder(self) -> Embedder:
+        return ProjectedEmbedder(self.load_embedder(), self.projection)
 
 
 # --- building the new store --------------------------------------------------------------------------------------
 def _build(source: Path, build: Path, vectors: _VectorSource, settings: Settings, report: ReembedReport,
-           progress: Progress | None, only: list[DocumentInfo] | None = None) -> None:
-    """Copy the documents of `source` (all, or `only`) into the store at `build`, with `vectors`' vectors."""
+           progress: Progress | None) -> None:
+    """The new store at `build`: a copy of `source`'s catalog, so that every document, chunk and image keeps its id
+    (citation links and conversations' sources name them), with every chunk's vectors replaced by `vectors`', its
+    sentence vectors filled, and its indexes built."""
     start = time.perf_counter()
-    with _ReadOnly(source) as old:
-        documents = old.documents() if only is None else only
-        kb = KnowledgeBase(build, vectors.model_id, old.image_model, use_gpu=settings.device != "cpu")
-        try:
-            timer = _Timer(sum(d.chunks for d in documents), progress)
-            for batch in _batches(old, documents):
-                chunk_vectors, sentence_vectors = vectors.vectors(batch)
-                _write(kb, source, batch, chunk_vectors, sentence_vectors, report.document_ids)
-                for _ in range(sum(len(d.chunks) for d in batch)):
-                    timer.tick()
-                report.chunks += sum(len(d.chunks) for d in batch)
-                report.sentences += sum(len(m) for m in sentence_vectors if m is not None)
-                report.images += sum(len(d.images) for d in batch)
-                report.documents += len(batch)
-            if only is None:
-                _warm_lexical_index(kb)
-        finally:
-            kb.close()
+    _copy_store(source, build, vectors.model_id)
+    catalog = Catalog.open(build / CATALOG_FILE)
+    try:
+        ids = [row[0] for row in catalog.conn.execute("SELECT id FROM chunks ORDER BY id")]
+        timer = _Timer(len(ids), progress)
+        for first in range(0, len(ids), BATCH_CHUNKS):
+            with catalog.transaction():
+                _replace_vectors(catalog, ids[first:first + BATCH_CHUNKS], vectors)
+            for _ in range(min(BATCH_CHUNKS, len(ids) - first)):
+                timer.tick()
+        documents = list(catalog.documents())
+    finally:
+        catalog.close()
+    report.documents += len(documents)
+    report.chunks += len(ids)
+    report.images += sum(d.images for d in documents)
+    _finish(build, vectors, settings, report, None)
     report.seconds["build"] = round(report.seconds.get("build", 0.0) + time.perf_counter() - start, 1)
 
 
-def _batches(old: _ReadOnly, documents: list[DocumentInfo]) -> Iterator[list[_OldDocument]]:
-    """Whole documents, about BATCH_CHUNKS chunks at a time; documents deleted meanwhile are left out."""
-    batch: list[_OldDocument] = []
-    for info in documents:
-        document = old.document(info)
-        if document is None:
-            continue
-        batch.append(document)
-        if sum(len(d.chunks) for d in batch) >= BATCH_CHUNKS:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
-
-
-def _write(kb: KnowledgeBase, source: Path, batch: list[_OldDocument], vectors: np.ndarray,
-           sentences: list[np.ndarray | None], ids: dict[int, int]) -> None:
-    """Each document of the batch in its own transaction, through the staging folder ingest uses; `ids` gains
-    each document's old and new id."""
-    offset = 0
-    for document in batch:
-        count = len(document.chunks)
-        own_sentences = sentences[offset:offset + count]
-        with kb.staging() as staged:
-            staged.add_chunks(document.chunks, vectors[offset:offset + count],
-                              None if any(m is None for m in own_sentences) else own_sentences)
-            for image in document.images:
-                data = _image_bytes(source, image)
-                if data is not None:
-                    staged.add_image(image.page, image.name, data, document.image_vectors.get(image.id))
-            info = document.info
-            with kb.write() as writer:
-                new_id = writer.add_document(NewDocument(info.path, info.name, info.kind, info.sha256,
-                                                         info.size_bytes, info.pages))
-                writer.add_staged(new_id, staged)
-            ids[info.id] = new_id
-        offset += count
-    kb.flush()
-
-
-def _image_bytes(source: Path, image: ImageRecord) -> bytes | None:
+def _copy_store(source: Path, build: Path, model: ModelId) -> None:
+    """A consistent copy of `source`'s catalog (SQLite's backup, while others may write), recording `model`, with
+    its image files linked; its change log starts empty, as the build's indexes are made from its catalog."""
+    build.mkdir(parents=True)
+    reading, writing = sqlite3.connect(source / CATALOG_FILE), sqlite3.connect(build / CATALOG_FILE)
     try:
-        return (source / IMAGES_DIR / image.image_path).read_bytes()
-    except FileNotFoundError:
-        logger.warning("%s: the stored copy of image '%s' (%s, page %d) is missing; it is left out", source.name,
-                       image.name, image.file, image.page)
-        return None
+        reading.backup(writing)
+    finally:
+        reading.close()
+        writing.close()
+    catalog = Catalog.open(build / CATALOG_FILE)
+    try:
+        with catalog.transaction():
+            catalog.set_meta("text_model", model.name)
+            catalog.set_meta("text_dim", str(model.dim))
+            catalog.conn.execute("DELETE FROM changes")
+            catalog.set_meta("changes_from", str(catalog.generation()))
+            files = [row[0] for row in catalog.conn.execute("SELECT DISTINCT file FROM images")]
+    finally:
+        catalog.close()
+    _link_images(source, build, files)
 
 
-def _warm_lexical_index(kb: KnowledgeBase) -> None:
-    """Build BM25 now, so that the first question after the swap does not wait for it."""
-    lexical_index(kb).refresh()
+def _replace_vectors(catalog: Catalog, ids: list[int], vectors: _VectorSource) -> None:
+    """Give these chunks `vectors`' vectors, inside the caller's transaction; sentence vectors the source lacks are
+    cleared (another model's would be wrong), for the sentence pass."""
+    chunks = catalog.chunk_texts(ids)
+    new, sentences = vectors.vectors(chunks)
+    rows = [(np.asarray(vector, np.float32).tobytes(), None if matrix is None else pack(text, matrix), chunk_id)
+            for (chunk_id, _, text), vector, matrix in zip(chunks, new, sentences, strict=True)]
+    catalog.conn.executemany("UPDATE chunks SET vector = ?, sentence_vectors = ? WHERE id = ?", rows)
+
+
+def _finish(build: Path, vectors: _VectorSource, settings: Settings, report: ReembedReport,
+            document_ids: list[int] | None) -> None:
+    """Fill the sentence vectors of these documents (all: None) and bring the indexes up to the catalog: FAISS's
+    on opening, BM25's now, so that the first question after the swap does not wait for them."""
+    report.sentences += fill_missing(build, vectors.sentence_embedder, document_ids, settings.embed_batch_size)
+    with _ReadOnly(build) as built:
+        image_model = built.image_model
+    kb = KnowledgeBase(build, vectors.model_id, image_model, use_gpu=settings.device != "cpu")
+    try:
+        lexical_index(kb).refresh()
+    finally:
+        kb.close()
+
+
+def _link_images(source: Path, build: Path, files: list[str]) -> None:
+    (build / IMAGES_DIR).mkdir(exist_ok=True)
+    for name in files:
+        target = build / IMAGES_DIR / name
+        if target.exists():
+            continue
+        try:
+            _link_or_copy(source / IMAGES_DIR / name, target)
+        except FileNotFoundError:
+            logger.warning("%s: the stored copy of image file %s is missing; it stays missing in the re-embedded "
+                           "store", source.name, name)
 
 
 # --- catching up and swapping --------------------------------------------------------------------------------------
@@ -365,7 +350,7 @@ def _catch_up_and_swap(folder: Path, build: Path, vectors: _VectorSource, settin
     changed = 0
     for _ in range(SWAP_ATTEMPTS):
         with _ReadOnly(folder) as old:
-            generation, wanted = old.generation(), {d.sha256: d for d in old.documents()}
+            generation, wanted = old.generation(), {d.id for d in old.documents()}
         changed += _catch_up(folder, build, wanted, vectors, settings, report)
         if release is not None:
             release()
@@ -377,24 +362,58 @@ def _catch_up_and_swap(folder: Path, build: Path, vectors: _VectorSource, settin
                "no ingest is running")
 
 
-def _catch_up(folder: Path, build: Path, wanted: dict[str, DocumentInfo], vectors: _VectorSource,
-              settings: Settings, report: ReembedReport) -> int:
-    """Add the documents the old store gained, and delete those it lost, since the build read it."""
+def _catch_up(folder: Path, build: Path, wanted: set[int], vectors: _VectorSource, settings: Settings,
+              report: ReembedReport) -> int:
+    """Add the documents the old store gained, and delete those it lost, since the build copied it (by id: a
+    document replaced by a new version is one of each)."""
     with _ReadOnly(build) as built:
-        have = {d.sha256: d for d in built.documents()}
+        have = {d.id for d in built.documents()}
         model, image_model = built.text_model, built.image_model
-    added = [d for sha, d in wanted.items() if sha not in have]
-    gone = [d for sha, d in have.items() if sha not in wanted]
+    added, gone = sorted(wanted - have), sorted(have - wanted)
     if gone:
         kb = KnowledgeBase(build, model, image_model, use_gpu=settings.device != "cpu")
         try:
-            for document in gone:
-                kb.delete(document.id)
+            for document_id in gone:
+                kb.delete(document_id)
         finally:
             kb.close()
     if added:
-        _build(folder, build, vectors, settings, report, None, only=added)
+        _copy_documents(folder, build, added, vectors)
+        _finish(build, vectors, settings, report, added)
     return len(added) + len(gone)
+
+
+def _copy_documents(folder: Path, build: Path, document_ids: list[int], vectors: _VectorSource) -> None:
+    """Copy these documents of the old store into the build under their own ids, with `vectors`' vectors, in one
+    transaction logged as the store logs its writes (rag.catalog's change log), so the build's indexes catch up."""
+    catalog = Catalog.open(build / CATALOG_FILE)
+    try:
+        catalog.conn.execute("ATTACH DATABASE ? AS old", (str(folder / CATALOG_FILE),))
+        try:
+            marks = ",".join("?" * len(document_ids))
+            with catalog.transaction():
+                for table, key in (("documents", "id"), ("chunks", "document_id"), ("images", "document_id")):
+                    # the build is a copy of the old catalog: the same tables, with the same columns
+                    catalog.conn.execute(f"INSERT INTO main.{table} SELECT * FROM old.{table} WHERE {key} IN "
+                                         f"({marks})", document_ids)
+                for key in ("last_chunks_id", "last_images_id"):  # ids are never reused (rag.catalog._next_ids)
+                    catalog.conn.execute("INSERT OR REPLACE INTO main.meta SELECT key, value FROM old.meta WHERE "
+                                         "key = ?", (key,))
+                chunk_ids = [row[0] for row in catalog.conn.execute(
+                    f"SELECT id FROM chunks WHERE document_id IN ({marks}) ORDER BY id", document_ids)]
+                images = catalog.conn.execute(f"SELECT id, file, vector IS NOT NULL FROM images WHERE document_id IN "
+                                              f"({marks})", document_ids).fetchall()
+                for first in range(0, len(chunk_ids), BATCH_CHUNKS):
+                    _replace_vectors(catalog, chunk_ids[first:first + BATCH_CHUNKS], vectors)
+                generation = catalog.generation() + 1
+                catalog.log_changes(generation, "chunk", chunk_ids, added=True)
+                catalog.log_changes(generation, "image", [i for i, _, embedded in images if embedded], added=True)
+                catalog.bump_generation()
+        finally:
+            catalog.conn.execute("DETACH DATABASE old")
+    finally:
+        catalog.close()
+    _link_images(folder, build, sorted({file for _, file, _ in images}))
 
 
 def _swap_if_unchanged(folder: Path, build: Path, generation: int) -> bool:

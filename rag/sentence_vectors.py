@@ -8,11 +8,17 @@ The catalog keeps a chunk's sentence vectors in one blob, with the length of eac
 a later Loupe that splits sentences differently finds the lengths changed and embeds that chunk's sentences when
 asked, instead of pairing a sentence with another one's vector. A chunk stored before them has none, and is
 treated the same.
+
+A folder store gets them in a pass after its documents are committed (fill_missing), not with the chunks: embedding
+every sentence costs about as much as embedding the chunks, so a document becomes searchable in half the time, and
+the few questions asked before the pass ends embed their passages' sentences on the fly, as for an older store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -20,7 +26,12 @@ import numpy as np
 from rag.sentences import split_sentences
 
 if TYPE_CHECKING:
+    from rag.catalog import Catalog
     from rag.embedder import Embedder
+
+logger = logging.getLogger(__name__)
+
+FILL_BATCH = 256  # chunks whose sentences are embedded and written together: one short transaction each
 
 # float16: ranking needs cosines to about 1e-3, and a chunk has several sentences, so float32 would make them
 # most of the catalog
@@ -57,3 +68,47 @@ def unpack(blob: bytes, text: str, dim: int) -> np.ndarray | None:
         return None
     start = _LENGTHS.itemsize * (count + 1)
     return np.frombuffer(blob, _DTYPE, count * dim, offset=start).reshape(count, dim).astype(np.float32)
+
+
+def fill_missing(folder: Path, load_embedder: Callable[[], Embedder], document_ids: Iterable[int] | None = None,
+                 batch_size: int = 0, progress: Callable[[int, int], None] | None = None) -> int:
+    """Embed and store the sentence vectors of the chunks of a folder store that have none: those of
+    `document_ids`, or every chunk. `load_embedder` gives the store's own text embedder, called only when a chunk
+    needs it. Each batch is written in its own short transaction, so a kill loses at most one batch, and leaves
+    chunks without sentence vectors, which answering embeds when asked; a chunk deleted meanwhile is skipped.
+    `progress(done, total)` hears the chunks done. Returns how many chunks were filled."""
+    from rag.catalog import Catalog  # the catalog packs these blobs with this module: imported here, not above
+    from rag.store import CATALOG_FILE
+
+    catalog = Catalog.open(Path(folder) / CATALOG_FILE)
+    try:
+        missing = _chunks_without(catalog, document_ids)
+        if not missing:
+            return 0
+        embedder = load_embedder()
+        filled = 0
+        for start in range(0, len(missing), FILL_BATCH):
+            part = missing[start:start + FILL_BATCH]
+            matrices = embed_chunk_sentences(embedder, [text for _, text in part], batch_size)
+            rows = [(pack(text, vectors), chunk_id) for (chunk_id, text), vectors in zip(part, matrices)]
+            with catalog.transaction():
+                # IS NULL: another pass (another process's) may have filled it meanwhile, with the same vectors
+                cursor = catalog.conn.executemany("UPDATE chunks SET sentence_vectors = ? WHERE id = ? AND "
+                                                  "sentence_vectors IS NULL", rows)
+            filled += max(cursor.rowcount, 0)
+            if progress is not None:
+                progress(start + len(part), len(missing))
+        return filled
+    finally:
+        catalog.close()
+
+
+def _chunks_without(catalog: Catalog, document_ids: Iterable[int] | None) -> list[tuple[int, str]]:
+    """(id, text) of the chunks that have no sentence vectors, of those documents or of all, in id order."""
+    query = "SELECT id, text FROM chunks WHERE sentence_vectors IS NULL"
+    if document_ids is None:
+        return catalog.conn.execute(query + " ORDER BY id").fetchall()
+    rows: list[tuple[int, str]] = []
+    for document_id in sorted(set(document_ids)):  # one document at a time: the (document_id, ordinal) index
+        rows += catalog.conn.execute(query + " AND document_id = ? ORDER BY ordinal", (document_id,)).fetchall()
+    return rows

@@ -366,6 +366,12 @@ class KnowledgeBase:
         with self._lock:
             return self._reader.sentence_vectors(ids, self.text_model.dim)
 
+    def image_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """The CLIP vectors of these images, by id: those embedded (none before an image model came)."""
+        with self._lock:
+            image_dim = self._reader.get_meta("image_dim")
+            return {} if image_dim is None else self._reader.image_vectors(ids, int(image_dim))
+
     def chunk_texts(self) -> list[tuple[int, str | None, str]]:
         """(id, heading, text) of every chunk, read in one consistent snapshot."""
         with self._lock, self._reader.snapshot():

@@ -50,7 +50,7 @@ class KnowledgeBases:
             location = self.library.path(name)  # a folder or a URL; refuses a malformed name first
             if name != self.default and not self.library.exists(name):
                 raise KnowledgeBaseNotFound(f"no knowledge base named {name!r}")
-            store = self.models.open_store(location)
+            store = self.models.open_store(location, own_model=True)  # each with the embedder of its vectors
             with self.ingest_lock(name):
                 recover_uploads(store)
             with self._lock:

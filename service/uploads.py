@@ -69,6 +69,10 @@ class Uploads:
         self.settings = settings
         self.models = models
         self.knowledge_bases = knowledge_bases
+        # What follows a change of the documents, whichever surface ingested them (browser, REST, Gradio API):
+        # Explore tags the new images and retrains word vectors (LoupeService wires it; the uploads know nothing of
+        # Explore).
+        self.on_documents_added: Callable[[str | None], object] = lambda kb: None
 
     def check(self, name: str, size: int, position: int) -> str:
         """Why an upload cannot be taken (empty when it can): its name, type, size, or place in the batch."""
@@ -101,7 +105,15 @@ class Uploads:
             notify()
             if staged:
                 self._ingest_staged(store, staged, notify)
+        if any(row.status in ("added", "replaced") for row in rows):
+            self._documents_added(kb)
         return rows
+
+    def _documents_added(self, kb: str | None) -> None:
+        try:
+            self.on_documents_added(kb)
+        except Exception:  # the documents are in: what follows (tags, word vectors) is tried again on the next view
+            logger.exception("after adding documents to %s", kb or self.knowledge_bases.default)
 
     def _stage_all(self, folder: Path, rows: list[FileRow],
                    uploads: list[tuple[str, Path]]) -> list[tuple[FileRow, Path, Path | None]]:
@@ -136,7 +148,7 @@ class Uploads:
                 row.show_progress(stage_name, done, total)
                 notify()
 
-        ingestor = Ingestor(store, self.settings, self.models.text_embedder, self.models.image_embedder,
+        ingestor = Ingestor(store, self.settings, self.models.embedder_of(store), self.models.image_embedder,
                             self.settings.ocr)
         failure = ""
         try:
@@ -204,5 +216,8 @@ class Uploads:
             raise ServiceError(self.models.clip_status or "no CLIP model is loaded")
         store = self.knowledge_bases.open(kb)
         with self.knowledge_bases.ingest_lock(kb):
-            ingestor = Ingestor(store, self.settings, self.models.text_embedder, self.models.image_embedder)
-            return ingestor.embed_waiting_images()
+            ingestor = Ingestor(store, self.settings, self.models.embedder_of(store), self.models.image_embedder)
+            count = ingestor.embed_waiting_images()
+        if count:
+            self._documents_added(kb)  # the images with their new vectors get their tags
+        return count

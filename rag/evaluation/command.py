@@ -48,7 +48,13 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import Ingestor
     from rag.components import Models
     from rag.evaluation.beir import BeirError, load_beir
-    from rag.evaluation.harness import evaluate_answers, evaluate_retrieval, prepare_store, sample_questions
+    from rag.evaluation.harness import (
+        evaluate_answers,
+        evaluate_retrieval,
+        prepare_store,
+        reduce_store,
+        sample_questions,
+    )
     from rag.evaluation.harness import stderr_log as log
     from rag.store_factory import eval_store_location
 
@@ -66,13 +72,18 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     interactive = sys.stderr.isatty()
-    models = Models.load(settings, with_images=False)
+    full = settings.with_(embed_dims=0)  # --embed-dims N: the corpus is ingested at full size, then reduced
+    models = Models.load(full, with_images=False)
     # with --store postgresql://..., the corpus is ingested into a knowledge base of that database instead
-    store = prepare_store(beir, settings, lambda folder: models.open_store(eval_store_location(settings.store, folder)),
-                          lambda kb: Ingestor(kb, settings, models.text_embedder),
+    store = prepare_store(beir, full, lambda folder: models.open_store(eval_store_location(settings.store, folder)),
+                          lambda kb: Ingestor(kb, full, models.text_embedder),
                           rebuild=args.rebuild, log=log, show_progress=interactive)
+    ingest = ingest_figures(store)
+    if settings.embed_dims:
+        store = reduce_store(store, beir, settings, lambda folder: models.open_store(folder, own_model=True),
+                             models.text_embedder, args.rebuild, log)
     try:
-        assistant = models.assistant(store.kb)
+        assistant = models.assistant(store.kb)  # with the store's own embedder: projected when reduced
         mode = settings.retrieval_mode
         result = {"dataset": beir.name, "split": args.split, "mode": mode, "documents": len(beir.corpus),
                   "queries": len(beir.queries)}
@@ -83,8 +94,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
         result |= {"store": {"folder": str(store.folder), "cached": store.cached, "seconds": round(store.seconds, 1),
                              "failed_documents": len(store.failed)},
                    "skipped_queries": beir.skipped_queries,
-                   "embedder": settings.embedder, "text_model": models.text_embedder.model_id.name,
-                   "ingest": ingest_figures(store)}
+                   "embedder": settings.embedder, "text_model": assistant.retriever.text_embedder.model_id.name,
+                   "embed_dims": settings.embed_dims, "ingest": ingest}
         if args.answers:
             sample = sample_questions(beir, args.limit, args.seed)
             answer_mode = settings.answer_mode

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from rag.answering import Answer, final_answer
+from rag.embedder import Embedder
 from rag.evaluation.beir import BeirSet, Document
 from rag.evaluation.metrics import contains_answer, ranking_metrics
 from rag.grounding import split_sentences
@@ -61,6 +62,8 @@ def store_folder(beir: BeirSet, settings: Settings) -> Path:
               "chunk_tokens": settings.chunk_tokens, "chunk_overlap": settings.chunk_overlap}
     if settings.embedder != "sbert":
         fields["embedder"] = settings.embedder
+    if settings.embed_dims:  # reduce_store's copy, fitted on the full-size store's vectors
+        fields["embed_dims"] = settings.embed_dims
     key = json.dumps(fields, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return Path(settings.cache_dir) / "eval" / f"{_SLUG.sub('_', beir.name) or 'beir'}-{digest}"
@@ -121,6 +124,36 @@ def prepare_store(beir: BeirSet, settings: Settings, open_store: Callable[[Path]
     if failed:
         log(f"store: {len(failed)} documents could not be ingested (e.g. {next(iter(failed.values()))})")
     return PreparedStore(open_store(folder), folder, doc_ids, failed, False, seconds)
+
+
+def reduce_store(full: PreparedStore, beir: BeirSet, settings: Settings, open_store: Callable[[Path], KnowledgeBase],
+                 embedder: Embedder, rebuild: bool = False,
+                 log: Callable[[str], None] = lambda _: None) -> PreparedStore:
+    """The full-size store `full` with its vectors reduced to settings.embed_dims by PCA fitted on its own chunks, as
+    `python -m rag reembed --embed-dims N` reduces a knowledge base: a copy of the full store's cache, re-embedded
+    (the stored vectors are projected; `embedder`, the full-size one, runs only for sentences stored without
+    vectors) and cached under its own key. Closes `full`. Document ids survive the reembed, and so the id map."""
+    from rag.reembed import reembed  # it imports the stores and the fine-tuning module: only when asked
+
+    folder = store_folder(beir, settings)
+    full.kb.close()
+    if rebuild:
+        shutil.rmtree(folder, ignore_errors=True)
+    cached = (folder / IDS_FILE).is_file()
+    start = time.perf_counter()
+    if not cached:
+        partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(full.folder, partial)
+        log(f"store: reducing the cached ingest of {beir.name} to {settings.embed_dims} dimensions by PCA, into "
+            f"{folder}")
+        reembed(partial, settings.with_(store=partial), embedder=embedder)
+        try:
+            os.replace(partial, folder)
+        except OSError:  # another run finished the same cache first
+            shutil.rmtree(partial, ignore_errors=True)
+    doc_ids, failed = _read_ids(folder / IDS_FILE)
+    return PreparedStore(open_store(folder), folder, doc_ids, failed, cached, time.perf_counter() - start)
 
 
 def _write_corpus(corpus: Sequence[Document], work: Path) -> dict[Path, Document]:

@@ -293,3 +293,46 @@ def test_a_slow_store_open_does_not_stall_the_other_knowledge_bases(service, mon
         release.set()
         slow.join()
         reopened.close()
+
+
+def test_each_knowledge_base_is_searched_with_the_embedder_its_vectors_come_from(
+        tmp_path, text_embedder, image_embedder, tiny_generator_dir, docs_dir):
+    """Two knowledge bases in one service, made by two embedder variants: MiniLM, and MiniLM reduced by PCA to 8
+    dimensions by a re-embedding in the app. Both are searched without a restart, each with its own embedder;
+    the reduced one projects the same loaded MiniLM (not a second copy). (Old code: ModelMismatch on opening it.)"""
+    from rag.components import Models
+
+    settings = make_settings(tmp_path / "indexes" / "default", generator_model=str(tiny_generator_dir),
+                             max_new_tokens=12, chunk_tokens=24, chunk_overlap=4)
+    service = LoupeService(settings, Models(settings, text_embedder, image_embedder, ""))
+    try:
+        service.ingest(None, uploads(docs_dir, "aurora.md"))
+        service.create_kb("reduced")
+        service.ingest("reduced", uploads(docs_dir, "lighthouse.txt", "aurora.md"))
+        job = service.embedding.reembed("reduced", settings.text_model, "sbert", 8)
+        done = list(service.embedding.follow(job, interval=0.05))[-1]
+        assert not done.error and done.report.new_model.startswith("all-MiniLM-L6-v2+pca8:")
+
+        reduced = service.knowledge_bases.assistant("reduced").retriever
+        assert reduced.text_embedder.dim == 8 and reduced.text_embedder.base is text_embedder
+        [hit] = reduced.search("When was the lighthouse lamp converted to electricity?", 1, mode="dense")
+        assert hit.chunk.file == "lighthouse.txt"  # 8-d vectors still tell the lighthouse from the station
+        default = service.knowledge_bases.assistant(None).retriever
+        assert default.text_embedder is text_embedder
+        assert "eighteen" in default.search("How cold is the seed vault kept?", 1, mode="dense")[0].chunk.text
+    finally:
+        service.close()
+
+
+def test_a_knowledge_base_of_a_model_that_cannot_be_loaded_says_which(service):
+    from rag.components import EmbedderUnavailable
+    from rag.records import ModelId
+    from rag.store import KnowledgeBase
+
+    folder = service.knowledge_bases.library.create("elsewhere")  # its catalog written by another host's Loupe:
+    KnowledgeBase(folder, ModelId("example-org/an-unreleased-model", 768), use_gpu=False).close()
+    with pytest.raises(EmbedderUnavailable, match="'example-org/an-unreleased-model', which cannot be loaded here") \
+            as error:
+        service.documents("elsewhere")
+    assert str(folder) not in str(error.value) and "reembed" in str(error.value)
+    assert [d.name for d in service.documents(None)] == []  # the other knowledge bases go on

@@ -7,7 +7,8 @@ import shutil
 import pytest
 
 from ingest.pipeline import Ingestor
-from rag.store import KnowledgeBase
+from rag.records import ModelId
+from rag.store import KnowledgeBase, ModelMismatch
 from tests.builders import make_pdf, png_bytes, sample_image
 
 PAGES = [
@@ -225,3 +226,17 @@ def test_same_file_from_another_process_meanwhile_is_a_duplicate(models, corpus)
     assert len(loader.kb.documents()) == 1
     hits = models.assistant(loader.kb).retriever.search("green tea", 5, mode="dense")
     assert [h.chunk.file for h in hits] == ["tea.txt"]
+
+
+def test_an_embedder_of_another_model_than_the_stores_is_refused_before_any_vector_is_written(models, tmp_path):
+    """A knowledge base may hold another model's vectors than the configured one (the app opens each with its own):
+    ingesting into it with the configured embedder would mix the two models' vectors without a word."""
+    kb = KnowledgeBase(tmp_path / "int8", ModelId("all-MiniLM-L6-v2+onnx-int8", 384), use_gpu=False)
+    try:
+        with pytest.raises(ModelMismatch, match="'all-MiniLM-L6-v2\\+onnx-int8' \\(384-d\\), not of "
+                                                "'all-MiniLM-L6-v2' \\(384-d\\)") as error:
+            Ingestor(kb, models.settings, models.text_embedder)
+        assert str(tmp_path) not in str(error.value)
+        assert kb.documents() == []
+    finally:
+        kb.close()

@@ -8,6 +8,7 @@ import pytest
 
 from rag.cli import main
 from rag.evaluation.harness import IDS_FILE, is_degenerate, store_folder
+from rag.records import ModelId
 from rag.store import KnowledgeBase
 
 CORPUS = [
@@ -175,3 +176,30 @@ def test_eval_intrinsic_on_gensims_real_sets(env, capsys):
     with pytest.raises(SystemExit):
         run(capsys, "--intrinsic", "--beir", "x")
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_eval_embed_dims_reduces_the_cached_store_by_pca_and_caches_each_size_apart(env, capsys):
+    folder = write_tiny_beir(env / "tiny")
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--embed-dims", "3", "--json")
+    assert code == 0, err
+    reduced = json.loads(out)
+    assert reduced["embed_dims"] == 3 and reduced["text_model"].startswith("all-MiniLM-L6-v2+pca3:")
+    assert reduced["recall@10"] == 1.0 and not reduced["store"]["cached"]
+    assert reduced["ingest"]["chunks"] == 5 and reduced["ingest"]["chunks_per_second"] > 0  # the full ingest's
+    kb = KnowledgeBase(reduced["store"]["folder"], ModelId(reduced["text_model"], 3))  # 3-d vectors stored
+    assert sorted(d.name for d in kb.documents()) == ["d1", "d2", "d3", "d4", "d5"]
+    kb.close()
+
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--json")  # the full store, reused
+    full = json.loads(out)
+    assert code == 0 and full["store"]["cached"] and full["embed_dims"] == 0
+    assert full["store"]["folder"] != reduced["store"]["folder"] and full["ingest"] == reduced["ingest"]
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--embed-dims", "3", "--json")
+    again = json.loads(out)
+    assert again["store"]["cached"] and again["store"]["folder"] == reduced["store"]["folder"]
+    assert again["ndcg@10"] == reduced["ndcg@10"] and again["text_model"] == reduced["text_model"]
+    code, out, err = run(capsys, "--beir", str(folder), "--mode", "dense", "--embed-dims", "4", "--json")
+    assert code == 0, err
+    four = json.loads(out)
+    assert four["text_model"].startswith("all-MiniLM-L6-v2+pca4:") and four["store"]["folder"] not in (
+        reduced["store"]["folder"], full["store"]["folder"])

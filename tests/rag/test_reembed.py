@@ -100,6 +100,24 @@ def document_ids(folder: Path) -> dict[str, int]:
         catalog.close()
 
 
+def chunks_by_id(folder: Path) -> dict[int, tuple[int, str]]:
+    """chunk id -> (document id, text): what a citation link or a conversation's source resolves."""
+    catalog = Catalog.open(folder / "catalog.sqlite3")
+    try:
+        return {row[0]: (row[1], row[2]) for row in catalog.conn.execute("SELECT id, document_id, text FROM chunks")}
+    finally:
+        catalog.close()
+
+
+def delete_bread(folder: Path, text_embedder) -> None:
+    """Delete bread.txt, which neither the first document nor the last: the ids that follow it keep a gap."""
+    kb = KnowledgeBase(folder, text_embedder.model_id, use_gpu=False)
+    try:
+        kb.delete(kb.resolve("bread.txt").id)
+    finally:
+        kb.close()
+
+
 def best_document(folder: Path, question: str, text_embedder) -> str:
     """The file of the best chunk for a question, searched as the store's own model (projected, when PCA)."""
     name = contents(folder)[0]
@@ -119,17 +137,17 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def test_pca_reembed_reuses_the_stored_vectors_and_keeps_every_document(store, text_embedder):
-    before = contents(store)
     (store / "uploads").mkdir()  # what the app keeps in a knowledge base's folder besides the store
     (store / "uploads" / "note.txt").write_text("an uploaded copy")
     (store / ".loupe-kb").write_text("")
-    old_ids = document_ids(store)
+    delete_bread(store, text_embedder)  # ids with a gap: a store renumbered anew would not keep them
+    before = contents(store)
+    old_ids, old_chunks = document_ids(store), chunks_by_id(store)
     settings = make_settings(store, embed_dims=DIMS, **CHUNK_SETTINGS)
     seen = []
     report = reembed(store, settings, lambda done, total, left: seen.append((done, total)))
     assert (store / "uploads" / "note.txt").read_text() == "an uploaded copy" and (store / ".loupe-kb").exists()
-    new_ids = document_ids(store)
-    assert report.document_ids == {old_ids[sha]: new_ids[sha] for sha in old_ids}
+    assert document_ids(store) == old_ids and chunks_by_id(store) == old_chunks  # links to them still resolve
 
     model, documents, images, sentences = contents(store)
     assert documents == before[1] and images == before[2] == 1 and sentences == before[3] > 0
@@ -151,9 +169,13 @@ def test_pca_reembed_reuses_the_stored_vectors_and_keeps_every_document(store, t
 
 
 def test_another_model_re_embeds_every_chunk_and_pca_then_fits_on_its_vectors(store, copied_model, text_embedder):
+    delete_bread(store, text_embedder)
+    old_ids, old_chunks = document_ids(store), chunks_by_id(store)
     settings = make_settings(store, text_model=copied_model, **CHUNK_SETTINGS)
     report = reembed(store, settings)
     assert contents(store)[0] == copied_model and not report.reused_vectors
+    assert document_ids(store) == old_ids and chunks_by_id(store) == old_chunks
+    assert contents(store)[3] == report.chunks  # every chunk got its sentences' vectors, from the new model
     assert best_document(store, "When are there high tides?", text_embedder) == "tides.txt"
     # the copy is MiniLM itself: its vectors must be the stored originals'
     kb = KnowledgeBase(store, ModelId(copied_model, 384), use_gpu=False)
@@ -167,6 +189,7 @@ def test_another_model_re_embeds_every_chunk_and_pca_then_fits_on_its_vectors(st
 
     back = reembed(store, make_settings(store, embed_dims=DIMS, **CHUNK_SETTINGS))  # another model than the store's
     assert not back.reused_vectors and back.new_model.startswith("all-MiniLM-L6-v2+pca4:")
+    assert document_ids(store) == old_ids and chunks_by_id(store) == old_chunks
     assert best_document(store, "How do bees tell where flowers are?", text_embedder) == "bees.txt"
     assert leftovers(store) == []
 
@@ -175,12 +198,14 @@ def test_documents_added_and_deleted_during_the_build_are_caught_up(store, tmp_p
     extra = tmp_path / "extra.txt"
     extra.write_text("Penguins huddle together on the sea ice to survive the long polar winter storms.")
     settings = make_settings(store, embed_dims=DIMS, **CHUNK_SETTINGS)
+    caught: list[int] = []
 
     def change_the_old_store(done: int, total: int, left: float) -> None:
         if done == 1:  # once, while the new store is being built: another writer adds one file, deletes one
             kb = KnowledgeBase(store, text_embedder.model_id, use_gpu=False)
             try:
-                Ingestor(kb, make_settings(store, **CHUNK_SETTINGS), text_embedder).ingest([extra])
+                report = Ingestor(kb, make_settings(store, **CHUNK_SETTINGS), text_embedder).ingest([extra])
+                caught.append(report.outcomes[0].document_id)
                 kb.delete(kb.resolve("bread.txt").id)
             finally:
                 kb.close()
@@ -188,6 +213,15 @@ def test_documents_added_and_deleted_during_the_build_are_caught_up(store, tmp_p
     report = reembed(store, settings, change_the_old_store)
     names = [d[0] for d in contents(store)[1]]
     assert "extra.txt" in names and "bread.txt" not in names and report.caught_up == 2
+    kb = KnowledgeBase(store, ModelId(contents(store)[0], DIMS), use_gpu=False)
+    try:
+        extra_id = kb.resolve("extra.txt").id
+    finally:
+        kb.close()
+    assert extra_id == caught[0]  # the id the old store gave it while the new one was built
+    chunks = chunks_by_id(store)
+    assert [text for document, text in chunks.values() if document == extra_id] == [extra.read_text()]
+    assert contents(store)[3] == len(chunks)  # its sentences too
     assert best_document(store, "How do penguins survive winter?", text_embedder) == "extra.txt"
 
 

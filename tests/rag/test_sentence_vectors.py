@@ -8,7 +8,8 @@ import sqlite3
 import numpy as np
 import pytest
 
-from ingest.pipeline import Ingestor
+from ingest.pipeline import SENTENCES_LATER, Ingestor
+from rag import sentence_vectors
 from rag.components import Models
 from rag.grounding import split_sentences
 from rag.records import indexed_text
@@ -108,3 +109,57 @@ def test_a_hit_only_bm25_found_is_scored_with_its_stored_vector(settings, counti
     for passage in filled[0]:
         as_ingested = text_embedder.embed([indexed_text(passage.chunk.heading, passage.chunk.text)])[0]
         assert passage.dense_score == pytest.approx(float(as_ingested @ vector), abs=1e-4)
+
+
+@pytest.fixture
+def kb_before_the_fill(settings, counting, tmp_path):
+    """The notes ingested with their sentence vectors left for later (SENTENCES_LATER), as the app leaves them to
+    its background pass: searchable at once, without sentence vectors."""
+    for name, text in NOTES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    store = Models(settings, counting, None, "").open_store()
+    ingestor = Ingestor(store, settings, counting, sentences=SENTENCES_LATER)
+    report = ingestor.ingest([tmp_path / name for name in NOTES])
+    assert not report.failed and report.totals()["chunks"] == 2
+    return ingestor, report
+
+
+def test_a_question_is_answered_before_the_sentence_pass_and_after_it_without_embedding_sentences(
+        settings, counting, kb_before_the_fill):
+    ingestor, report = kb_before_the_fill
+    kb = ingestor.kb
+    chunk_ids = [chunk_id for chunk_id, _, _ in kb.chunk_texts()]
+    assert kb.sentence_vectors(chunk_ids) == {}
+    assistant = Models(settings, counting, None, "").assistant(kb)
+    counting.texts.clear()
+    before = assistant.ask(QUESTION, mode="extractive")
+    assert "412 ships" in before.text
+    assert len(counting.texts) > 1  # the passages' sentences were embedded for this question
+
+    assert ingestor.fill_sentences(report.document_ids()) == 2
+    assert set(kb.sentence_vectors(chunk_ids)) == set(chunk_ids)
+    counting.texts.clear()
+    after = assistant.ask(QUESTION, mode="extractive")
+    assert after.text == before.text
+    assert counting.texts == [QUESTION]
+    assert ingestor.fill_sentences() == 0  # nothing left to fill
+
+
+def test_a_sentence_pass_killed_between_batches_leaves_a_store_that_answers_and_a_later_pass_finishes_it(
+        settings, counting, kb_before_the_fill, monkeypatch):
+    ingestor, _ = kb_before_the_fill
+    kb = ingestor.kb
+    monkeypatch.setattr(sentence_vectors, "FILL_BATCH", 1)  # one chunk a transaction: a kill can fall between
+
+    def killed(done: int, total: int) -> None:
+        raise KeyboardInterrupt  # the process ends right after its first batch committed
+
+    with pytest.raises(KeyboardInterrupt):
+        sentence_vectors.fill_missing(kb.folder, lambda: counting, progress=killed)
+    chunk_ids = [chunk_id for chunk_id, _, _ in kb.chunk_texts()]
+    assert len(kb.sentence_vectors(chunk_ids)) == 1
+    answer = Models(settings, counting, None, "").assistant(kb).ask(QUESTION, mode="extractive")
+    assert "412 ships" in answer.text
+    assert sentence_vectors.fill_missing(kb.folder, lambda: counting) == 1
+    assert set(kb.sentence_vectors(chunk_ids)) == set(chunk_ids)
+
