@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -63,6 +66,41 @@ def image_embedder(tiny_clip_dir):
 def make_settings(store: Path, **changes) -> Settings:
     """Test settings: defaults, a temporary store, the shared test cache; the environment is ignored."""
     return Settings.load({"store": store, "cache_dir": TEST_CACHE, "ocr": False, **changes}, environ={})
+
+
+def cli_env(**values: str) -> dict[str, str]:
+    """The variables a test's `python -m rag` runs with (besides the test process's own): offline, the shared test
+    cache, OCR off, and `values` (LOUPE_STORE, LOUPE_CLIP_MODEL, ...)."""
+    return {"HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_OCR": "false", **values}
+
+
+def rag_process(env: dict[str, str], *args: str, expect: int = 0, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`python -m rag ARGS` in a process of its own, as a user runs it; it must exit with `expect`."""
+    done = subprocess.run([sys.executable, "-m", "rag", *args], cwd=PROJECT_ROOT, env={**os.environ, **env},
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == expect, done.stderr
+    return done
+
+
+@pytest.fixture
+def rag_main(monkeypatch, capfd) -> Callable[..., subprocess.CompletedProcess]:
+    """`python -m rag ARGS` run in this process by rag.cli.main: the same parsing, settings from the same
+    environment, the exit code, and the output caught at the file descriptors as a pipe would catch it.
+
+    A new process costs 5-10 s of importing torch and loading the models for every command; each CLI test module
+    keeps one real `python -m rag` run (rag_process) for what only a process shows (sys.exit, the module entry)."""
+    from rag.cli import main
+
+    def run(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        capfd.readouterr()  # only this command's output
+        code = main(list(args))
+        out, err = capfd.readouterr()
+        assert code == expect, err
+        return subprocess.CompletedProcess(["python", "-m", "rag", *args], code, out, err)
+
+    return run
 
 
 @pytest.fixture

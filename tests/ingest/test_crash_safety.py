@@ -15,9 +15,13 @@ from rag.store import KnowledgeBase
 from tests.conftest import TEST_CACHE, make_settings
 
 TOPICS = ["glaciers", "volcanoes", "coral reefs", "deserts", "rainforests", "tundra", "estuaries", "savannas"]
+# Enough files that a kill after the third commit lands mid-ingest (each file is ~40 chunks, far longer to embed
+# than the 20 ms between two looks at the catalog), few enough that the two uninterrupted ingests below stay short.
+FILES = 12
+KILL_AFTER = 3
 
 
-def write_corpus(folder, count=32):
+def write_corpus(folder, count=FILES):
     folder.mkdir()
     for n in range(count):
         topic = TOPICS[n % len(TOPICS)]
@@ -46,12 +50,12 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
     process = subprocess.Popen([sys.executable, "-m", "rag", "ingest", str(corpus), "--store", str(store), "--quiet"],
                                cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while documents_in(store) < 4 and process.poll() is None and time.time() < deadline:
+    while documents_in(store) < KILL_AFTER and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     stored = documents_in(store)
-    assert 4 <= stored < 32, f"the kill should land mid-ingest, found {stored} documents"
+    assert KILL_AFTER <= stored < FILES, f"the kill should land mid-ingest, found {stored} documents"
 
     # The reference: the same files ingested without interruption.
     reference = KnowledgeBase(tmp_path / "reference", text_embedder.model_id, use_gpu=False)
@@ -71,8 +75,9 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
     # Running the same ingest again completes the store: whole documents are duplicates, the rest arrive.
     report = Ingestor(kb, make_settings(store, **chunking), text_embedder).ingest([corpus])
     statuses = [o.status for o in report.outcomes]
-    assert statuses.count("duplicate") == len(documents) and statuses.count("added") == 32 - len(documents)
+    assert statuses.count("duplicate") == len(documents) and statuses.count("added") == FILES - len(documents)
     assert {d.name: d.chunks for d in kb.documents()} == expected
-    first = kb.chunks_of_document(kb.resolve("report-31.txt").id)[0]  # "Report 31 paragraph 0 ...": unique
+    last = f"report-{FILES - 1:02d}.txt"  # added by the second run: the kill came before it
+    first = kb.chunks_of_document(kb.resolve(last).id)[0]  # "Report 11 paragraph 0 ...": unique
     hit, score = kb.search_chunks(text_embedder.embed([first.text]), 1)[0]
     assert hit.id == first.id and score > 0.99

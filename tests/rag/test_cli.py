@@ -1,17 +1,17 @@
-"""`python -m rag` as a user runs it: separate processes, the real models, JSON out, exit codes."""
+"""`python -m rag` as a user runs it: the real models, JSON out, exit codes. One test starts real processes; the
+others run the same `main` in this process (rag_main), which spares a torch import per command."""
 
 from __future__ import annotations
 
 import json
 import os
 import subprocess
-import sys
+from collections.abc import Callable
 
 import pytest
 
-from rag.settings import PROJECT_ROOT
 from tests.builders import make_pdf, png_bytes, sample_image
-from tests.conftest import TEST_CACHE
+from tests.conftest import cli_env, rag_process
 
 PAGES = [
     ["Installation: unpack the archive and run the setup wizard."],
@@ -21,17 +21,13 @@ PAGES = [
 
 
 @pytest.fixture
-def cli(tmp_path, tiny_clip_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_OCR": "false",
-           "LOUPE_STORE": str(tmp_path / "kb"), "LOUPE_CLIP_MODEL": f"local-dir:{tiny_clip_dir}"}
+def env(tmp_path, tiny_clip_dir) -> dict[str, str]:
+    return cli_env(LOUPE_STORE=str(tmp_path / "kb"), LOUPE_CLIP_MODEL=f"local-dir:{tiny_clip_dir}")
 
-    def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "rag", *args], cwd=PROJECT_ROOT, env=env, capture_output=True,
-                              text=True, timeout=300)
-        assert done.returncode == expect, done.stderr
-        return done
 
-    return run
+@pytest.fixture
+def cli(rag_main, env) -> Callable[..., subprocess.CompletedProcess]:
+    return lambda *args, expect=0: rag_main(env, *args, expect=expect)
 
 
 def test_ingest_ask_search_list_delete(cli, tmp_path):
@@ -62,12 +58,12 @@ def test_ingest_ask_search_list_delete(cli, tmp_path):
     assert "manual.pdf" not in [d["name"] for d in json.loads(cli("list", "--json").stdout)]
 
 
-def test_failures_exit_non_zero_with_the_reason_on_stderr(cli, tmp_path):
+def test_failures_exit_non_zero_with_the_reason_on_stderr(cli, env, tmp_path):
     broken = tmp_path / "broken.pdf"
     broken.write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog")
     fine = tmp_path / "fine.txt"
     fine.write_text("Ferrets sleep eighteen hours a day.")
-    done = cli("ingest", str(broken), str(fine), expect=1)
+    done = rag_process(env, "ingest", str(broken), str(fine), expect=1)  # the real `python -m rag`: its exit status
     assert "broken.pdf:" in done.stderr and "fine.txt: added" in done.stdout
     done = cli("ask", "anything", "--store", str(tmp_path / "nowhere"), expect=1)
     assert "no knowledge base at" in done.stderr

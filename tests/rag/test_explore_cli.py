@@ -1,21 +1,20 @@
-"""`python -m rag explore ...` as scripts run it (the contract in issue 12): separate processes, a real store of
-real paragraphs, JSON out, exit codes."""
+"""`python -m rag explore ...` as scripts run it (the contract in issue 12): a real store of real paragraphs, JSON
+out, exit codes. The map runs in a real process; the other commands run the same `main` in this process (rag_main),
+which spares a torch import per command."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
+from collections.abc import Callable
 
 import pytest
 
 from ingest.pipeline import Ingestor
-from rag.settings import PROJECT_ROOT
 from rag.store import KnowledgeBase
 from tests.builders import png_bytes, sample_image
-from tests.conftest import TEST_CACHE
+from tests.conftest import cli_env, rag_process
 from tests.rag.explore_kb import disflqa_paragraphs, fill
 
 
@@ -29,22 +28,19 @@ def store(tmp_path_factory, text_embedder):
 
 
 @pytest.fixture(scope="module")
-def cli(store, tiny_clip_dir):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_OCR": "false",
-           "LOUPE_CLIP_MODEL": f"local-dir:{tiny_clip_dir}"}
-
-    def run(*args: str, expect: int = 0, **changes: str) -> subprocess.CompletedProcess:
-        done = subprocess.run([sys.executable, "-m", "rag", *args], cwd=PROJECT_ROOT, env={**env, **changes},
-                              capture_output=True, text=True, timeout=600)
-        assert done.returncode == expect, done.stderr
-        return done
-
-    return run
+def env(tiny_clip_dir) -> dict[str, str]:
+    return cli_env(LOUPE_CLIP_MODEL=f"local-dir:{tiny_clip_dir}")
 
 
-def test_map_writes_one_self_contained_html_file(cli, store, tmp_path):
+@pytest.fixture
+def cli(rag_main, env) -> Callable[..., subprocess.CompletedProcess]:
+    return lambda *args, expect=0, **changes: rag_main({**env, **changes}, *args, expect=expect)
+
+
+def test_map_writes_one_self_contained_html_file(cli, env, store, tmp_path):
     out = tmp_path / "map.html"
-    summary = json.loads(cli("explore", "map", "--store", str(store), "--out", str(out), "--json").stdout)
+    summary = json.loads(rag_process(env, "explore", "map", "--store", str(store), "--out", str(out),
+                                     "--json").stdout)  # a real process: its stdout is the JSON alone
     assert summary == {"out": str(out), "points": 60, "total": 60, "sampled": False, "projection": "pca"}
     page = out.read_text(encoding="utf-8")
     assert not re.search(r"<script[^>]+src=", page) and "plotly.js v" in page

@@ -36,7 +36,7 @@ from tests.app.conftest import AURORA_MD, free_port, start_app  # noqa: F401 - s
 from tests.conftest import TEST_CACHE, make_settings
 
 QUESTION = [{"role": "user", "content": "Say something about the seed vault."}]
-TOO_LONG = [{"role": "user", "content": "why " * 5_000}]  # ~5,000 tokens: over 2,048 (the tiny model) and 4,096 (a server)
+TOO_LONG = [{"role": "user", "content": "why " * 5_000}]  # ~5,000 tokens: over 2,048 (tiny model), 4,096 (a server)
 KEY = "sk-loupe-test-0123456789abcdef"
 
 
