@@ -77,7 +77,7 @@ def heatmap_figure(matrix: np.ndarray, labels: Sequence[str], title: str, height
     values = np.round(np.asarray(matrix, dtype=float), 3)
     figure = go.Figure(go.Heatmap(
         z=values, x=short, y=short, zmin=-1, zmax=1, colorscale="RdBu", reversescale=True,
-        text=[[f"{v:.2f}" for v in row] for row in values], texttemplate="%{text}",
+        text=[["n/a" if np.isnan(v) else f"{v:.2f}" for v in row] for row in values], texttemplate="%{text}",
         hovertemplate="%{y}<br>%{x}<br>cosine %{z:.3f}<extra></extra>"))
     figure.update_layout(title={"text": html.escape(title), "font": {"size": 13}}, height=height,
                          margin={"l": 10, "r": 10, "t": 40, "b": 10}, yaxis={"autorange": "reversed"})

@@ -41,8 +41,8 @@ class WordVectorMatrix:
 
 
 def word_vector_matrix(vectors, texts: Sequence[str]) -> WordVectorMatrix:
-    """Cosines of the texts as the means of their words' unit word2vec vectors; a text with no known word is
-    a zero vector, whose cosine with anything is 0."""
+    """Cosines of the texts as the means of their words' unit word2vec vectors; a text with no known word has no
+    vector, so its row and column are NaN (shown as "n/a"), not a cosine of 0, not even with itself."""
     texts = check_texts(texts)
     rows, unknown = [], []
     for text in texts:
@@ -53,7 +53,11 @@ def word_vector_matrix(vectors, texts: Sequence[str]) -> WordVectorMatrix:
                 else np.zeros(vectors.vector_size, np.float32))
         rows.append(mean / max(float(np.linalg.norm(mean)), 1e-12))
     matrix = np.stack(rows)
-    return WordVectorMatrix(np.clip(matrix @ matrix.T, -1.0, 1.0), unknown)
+    cosines = np.clip(matrix @ matrix.T, -1.0, 1.0)
+    without = [i for i, text in enumerate(texts) if len(unknown[i]) == len(set(tokens(text)))]
+    cosines[without, :] = np.nan
+    cosines[:, without] = np.nan
+    return WordVectorMatrix(cosines, unknown)
 
 
 def shared_words(texts: Sequence[str]) -> list[str]:

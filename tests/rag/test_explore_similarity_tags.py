@@ -10,6 +10,7 @@ import pytest
 from ingest.pipeline import Ingestor
 from rag.errors import LoupeError
 from rag.explore import image_tags
+from rag.explore.figures import heatmap_figure
 from rag.explore.similarity import check_texts, cosine_matrix, polysemy_note, shared_words, word_vector_matrix
 from rag.explore.word_vectors import tokens, train
 from tests.builders import png_bytes, sample_image
@@ -40,7 +41,10 @@ def test_word_vectors_compare_texts_by_their_words(vectors):
     same = word_vector_matrix(vectors, ["The oxygen in the air", "the air, the OXYGEN in"])
     assert same.matrix[0, 1] == pytest.approx(1.0, abs=1e-5)  # the same words in another order: no context
     odd = word_vector_matrix(vectors, ["oxygen in the air", "qqqq zzzz"])
-    assert odd.unknown == [[], ["qqqq", "zzzz"]] and odd.matrix[0, 1] == 0.0
+    assert odd.unknown == [[], ["qqqq", "zzzz"]]
+    assert odd.matrix[0, 0] == pytest.approx(1.0, abs=1e-5)
+    assert np.isnan(odd.matrix[0, 1]) and np.isnan(odd.matrix[1, 1])  # no known word: no cosine, not even 1 or 0
+    assert "n/a" in heatmap_figure(odd.matrix, ["oxygen in the air", "qqqq zzzz"], "t").data[0].text[1]
 
 
 def test_two_to_twelve_texts():
