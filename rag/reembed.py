@@ -122,6 +122,9 @@ def reembed(folder: Path, settings: Settings, progress: Progress | None = None, 
         report = ReembedReport(folder.name, old.text_model.name, "", settings.embed_dims)
         if not old.documents():
             raise ReembedError(f"the knowledge base '{folder.name}' has no documents: there is nothing to re-embed")
+        if not settings.embed_dims and old.text_model.name == recorded_model_name(full_settings):
+            raise ReembedError(f"the knowledge base '{folder.name}' is embedded with {old.text_model.name} already: "
+                               "choose another model, backend or a number of dimensions")
         reuse = bool(settings.embed_dims) and old.text_model.name == recorded_model_name(full_settings)
     build = _build_folder(folder)
     if not settings.embed_dims:

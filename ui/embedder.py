@@ -43,8 +43,10 @@ class EmbedderPanel:
                 self.reembed = gr.Button("Re-embed with this model", scale=1, elem_id="reembed")
             self.progress = gr.HTML(elem_id="embedder-progress")
             self.report = gr.Markdown(elem_id="embedder-report")
-        # each knowledge base shows its own latest job
-        page.shows_kb_state([self.progress, self.report], lambda kb, chats: self.job_view(kb))
+        # each knowledge base shows its own latest job; the model choices are read afresh on every page load (a
+        # model fine-tuned in another tab or browser since this page was built is offered too)
+        page.shows_kb_state([self.progress, self.report, self.model],
+                            lambda kb, chats: [*self.job_view(kb), gr.Dropdown(choices=self.model_choices())])
 
     def model_choices(self) -> list[str]:
         """The app's own model first (unless it is a folder: the page names none), then the fine-tuned models,

@@ -65,3 +65,15 @@ def test_re_embedding_refuses_a_folder_of_the_server(page: Page, live):
     page.click("#reembed")
     expect(page.locator("#embedder-report")).to_contain_text("neither a fine-tuned model nor a model id")
     assert live.service.documents()[0].chunks > 0  # untouched
+
+
+def test_a_page_loaded_later_offers_a_model_fine_tuned_elsewhere(page: Page, live):
+    """The model choices are read on every page load: a model fine-tuned in another tab, browser or by
+    `rag finetune` after the app started is offered too (it used to take a restart). The folder stands for one
+    that run wrote: the panel lists the folders beside the knowledge bases that hold a fine-tune report."""
+    made_elsewhere = live.service.embedding.models_folder / "default-made-elsewhere"
+    made_elsewhere.mkdir(parents=True, exist_ok=True)
+    (made_elsewhere / REPORT_FILE).write_text("{}")
+    open_panel(page, live)
+    page.click("#reembed-model input")
+    expect(page.get_by_role("option", name="default-made-elsewhere", exact=True)).to_be_visible()

@@ -251,6 +251,8 @@ def test_refusals_name_the_problem(tmp_path, store):
         reembed(empty.store, empty)
     with pytest.raises(ReembedError, match="PostgreSQL"):
         reembed("postgresql://user@host/db", empty)  # type: ignore[arg-type]
+    with pytest.raises(ReembedError, match="embedded with all-MiniLM-L6-v2 already"):  # minutes for nothing
+        reembed(store, make_settings(store, **CHUNK_SETTINGS))
     with pytest.raises(ProjectionError, match="more than 300 chunks"):
         reembed(store, make_settings(store, embed_dims=300))
     with pytest.raises(ProjectionError, match="no PCA projection yet") as error:
