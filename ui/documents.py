@@ -11,6 +11,7 @@ import gradio as gr
 
 from rag.explore.image_tags import Tag
 from rag.records import DocumentInfo
+from rag.wording import counted
 from ui import views
 from ui.chat import failure_note
 from ui.embedder import EmbedderPanel
@@ -30,7 +31,7 @@ def library_rows(kb: str, documents: list[DocumentInfo], tags: dict[int, list[Ta
                  clip_on: bool = True) -> list[list]:
     """The library's rows; the last cell is the document's image tags (Explore's), or why it has none yet."""
     tags = tags or {}
-    return [[d.id, d.name, d.kind, d.pages, d.chunks, d.images, d.images_waiting, f"{d.size_bytes / 1024:.0f} KB",
+    return [[d.id, d.name, d.kind, d.pages, d.chunks, d.images, d.images_waiting, views.size_text(d.size_bytes),
              d.added_at.replace("T", " ").removesuffix("Z")[:16] + " UTC", tags_cell(d, tags.get(d.id), clip_on)]
             for d in documents]
 
@@ -126,7 +127,8 @@ class DocumentsTab:
             info = self.page.service.delete_document(kb, int(document_id))
         except Exception as error:
             raise gradio_error(error, "delete the document") from None
-        done = f"Deleted **{views.plain(info.name)}** (id {info.id}): {info.chunks} passages, {info.images} images."
+        done = (f"Deleted **{views.plain(info.name)}** (id {info.id}): {counted(info.chunks, 'passage')}, "
+                f"{counted(info.images, 'image')}.")
         return gr.Row(visible=False), done, *self.page.documents_values(kb)
 
     def embed_waiting(self, kb: str) -> tuple:

@@ -220,6 +220,15 @@ def panel(meta: dict, display=lambda path: path) -> tuple[str, list[dict], str, 
     return sources_html(sources), sources, "\n\n".join(notes), gallery
 
 
+def size_text(size_bytes: int) -> str:
+    """"348 B", "12 KB", "3.4 MB": a file's size as people read it (a small file is not "0 KB")."""
+    if size_bytes < 1024:
+        return f"{size_bytes} B"
+    if size_bytes < 1024 * 1024:
+        return f"{size_bytes / 1024:.0f} KB"
+    return f"{size_bytes / 1024 / 1024:.1f} MB"
+
+
 def _duration(seconds: float) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 60} min {seconds % 60:02d} s" if seconds >= 60 else f"{seconds} s"
