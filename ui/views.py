@@ -33,6 +33,7 @@ _BARE_URL = re.compile(r"(https?://[^\s<>\"'`\[\](){}|\\^]*[^\s<>\"'`\[\](){}|\\
 # A citation "[n]" after plain() escaped it.
 _ESCAPED_CITATION = re.compile(r"\\\[(\d{1,2})\\\]")
 CITE_PREFIX = "#cite-"
+MIN_OVERLAP_CHARS = 12  # a shorter shared start and end is chance ("the " ... "the "), not the chunker's overlap
 
 # The session id and the chosen answer mode live in the browser's localStorage: read before the load event runs
 # (a gr.BrowserState is filled when its component mounts, which may come after the load event).
@@ -322,11 +323,28 @@ def progress_html(rows: list[FileRow], elapsed: float = 0.0) -> str:
 
 
 def context_html(passage) -> str:
+    """The cited chunk among its neighbours, each text once: chunks overlap (chunk_overlap), so the text a chunk
+    shares with the one before is shown once, kept whole in the cited chunk."""
     if not passage:
         return ""
     cited = next(chunk for chunk, is_cited in passage if is_cited)
-    parts = [f"<p><mark>{html.escape(c.text)}</mark></p>" if is_cited else
-             f"<p class='ctx-dim'>{html.escape(c.text)}</p>" for c, is_cited in passage]
+    texts = [chunk.text for chunk, _ in passage]
+    for i in range(1, len(texts)):
+        shared = _overlap(texts[i - 1], texts[i])
+        if passage[i][1]:  # the cited chunk keeps its whole text; the dim one before it loses the shared end
+            texts[i - 1] = texts[i - 1][:len(texts[i - 1]) - shared].rstrip()
+        else:
+            texts[i] = texts[i][shared:].lstrip()
+    parts = [f"<p><mark>{html.escape(text)}</mark></p>" if is_cited else
+             f"<p class='ctx-dim'>{html.escape(text)}</p>" for text, (_, is_cited) in zip(texts, passage) if text]
     title = citation(cited.file, cited.page, cited.heading)
     return (f"<div class='loupe-context' id='source-context'><b>{title}</b> {web_link_html(cited.heading)}"
             f"{''.join(parts)}</div>")
+
+
+def _overlap(before: str, after: str) -> int:
+    """The length of the longest start of `after` that `before` ends with (0 when under a few words' worth)."""
+    for length in range(min(len(before), len(after)), MIN_OVERLAP_CHARS - 1, -1):
+        if before.endswith(after[:length]):
+            return length
+    return 0

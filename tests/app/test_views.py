@@ -147,3 +147,20 @@ def test_sizes_read_as_people_read_them():
     from ui.views import size_text
 
     assert [size_text(n) for n in (348, 2048, 3_565_158)] == ["348 B", "2 KB", "3.4 MB"]  # a small file: not "0 KB"
+
+
+def test_the_passage_in_context_shows_the_text_neighbouring_chunks_share_once():
+    from rag.records import ChunkRecord
+    from ui.views import context_html
+
+    def chunk(ordinal: int, text: str) -> ChunkRecord:
+        return ChunkRecord(ordinal, 1, ordinal, "guide.pdf", "/guide.pdf", 1, None, text)
+
+    shared = "The NULL constant can be used for the variable initialization."
+    before, cited, after = (chunk(0, f"Declare the variable first. {shared}"),
+                            chunk(1, f"{shared} Then call the parser. It reads the definitions file."),
+                            chunk(2, "It reads the definitions file. Errors name the line."))
+    shown = context_html([(before, False), (cited, True), (after, False)])
+    assert shown.count("NULL constant") == 1 and shown.count("definitions file") == 1
+    assert f"<mark>{shared} Then call the parser. It reads the definitions file.</mark>" in shown  # cited: whole
+    assert "Declare the variable first.</p>" in shown and "Errors name the line.</p>" in shown
