@@ -274,11 +274,11 @@ def test_a_slow_store_open_does_not_stall_the_other_knowledge_bases(service, mon
     release, opening = threading.Event(), threading.Event()
     real_open = reopened.models.open_store
 
-    def slow_open(folder):  # a slow disk or a long index rebuild, held until the test lets it go
+    def slow_open(folder, **options):  # a slow disk or a long index rebuild, held until the test lets it go
         if Path(folder).name == "slow":
             opening.set()
             release.wait(120)
-        return real_open(folder)
+        return real_open(folder, **options)
 
     monkeypatch.setattr(reopened.models, "open_store", slow_open)
     slow = threading.Thread(target=reopened.documents, args=("slow",))
