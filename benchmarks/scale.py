@@ -15,7 +15,8 @@ Measured (query embedding excluded: the queries' vectors are given, as the Retri
 - search_ms: p50/p95 of Retriever.search(k=10) per mode, after one warm-up query (wall clock);
 - cpu_ms: the same searches' CPU time in this thread (time.thread_time; FAISS runs a single query on this one
   thread): on a shared machine the wall clock counts other processes' turns on the cores, this does not. For the
-  postgres backend it leaves out the server's work, so read search_ms there;
+  postgres backend it leaves out the server's work: server_cpu_ms is that, the CPU time of the server process
+  that runs the store's searches (/proc/PID/schedstat, nanoseconds; only when the server runs on this machine);
 - load_average: the machine's 1-minute load average at the start and at the end of the run;
 - recall_at_10: the store's dense top 10 against exact search (a brute-force scan of the same vectors);
 - add_document_s / delete_document_s: one 10-page document (30 chunks): the commit, flush() and the BM25
@@ -23,7 +24,13 @@ Measured (query embedding excluded: the queries' vectors are given, as the Retri
 - rss_mb: this process's resident memory at the end; disk_mb: the store's size on disk.
 
 With --folder, the store is kept; a later run on the same folder and --chunks skips the fill and measures the
-store as a new process opens it (the exact top 10 is then computed from the stored vectors).
+store as a new process opens it (the exact top 10 is then computed from the stored vectors). A fill stopped with
+Ctrl-C keeps the batches committed so far (bulk_load() still builds the indexes on its way out); a later run with
+the same --chunks measures that smaller store as it is, with the same queries.
+
+The PostgreSQL server the postgres run starts itself (pgserver) is given SERVER_SETTINGS, the first changes a DBA
+makes to a default configuration (128 MB of shared buffers, 1 GB of WAL between checkpoints) for a database of
+gigabytes; a server given with --postgres-url is measured as it is.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -48,6 +56,9 @@ from rag.retrieval import Retriever
 from rag.settings import ANN_KINDS
 from rag.store import KnowledgeBase
 from rag.store_api import KnowledgeBaseStore, lexical_index
+
+if TYPE_CHECKING:
+    import pgserver
 
 logger = logging.getLogger("benchmarks.scale")
 
@@ -62,6 +73,7 @@ NOISE = 0.9  # the norm of a vector's offset from its cluster centre, before nor
 QUERIES = 200
 K = 10
 BATCH_DOCUMENTS = 1000  # documents per write transaction while filling the store (30,000 chunks)
+SERVER_SETTINGS = {"shared_buffers": "2GB", "max_wal_size": "8GB"}  # the server the benchmark starts itself
 EXACT_SCAN_IDS = 50_000  # chunk ids read at a time when the exact top 10 is computed from a kept store
 SYLLABLES = ("ka", "lo", "mi", "ra", "tu", "ve", "sho", "nel", "dar", "fin", "gor", "pel", "quo", "sta", "vin",
              "zen", "bre", "cal", "dun", "har")
@@ -163,16 +175,29 @@ def exact_from_store(kb: KnowledgeBaseStore, exact: ExactSearch) -> None:
         first += EXACT_SCAN_IDS
 
 
-def timed_percentiles(run: Callable[[int], object], count: int) -> tuple[dict[str, float], dict[str, float]]:
-    """p50/p95 of the wall-clock and of this thread's CPU milliseconds of run(0..count-1), after a warm-up."""
+def timed_percentiles(run: Callable[[int], object], count: int,
+                      server_clock: Callable[[], float] | None = None) -> list[dict[str, float] | None]:
+    """p50/p95 of the wall-clock, of this thread's CPU and of the server's CPU (server_clock, seconds; None when
+    there is none) milliseconds of run(0..count-1), after a warm-up."""
     run(0)  # warm-up: the first query loads what later ones reuse
-    wall, cpu = [], []
+    clocks = [time.perf_counter, time.thread_time, server_clock]
+    spent: list[list[float]] = [[], [], []]
     for i in range(count):
-        start, start_cpu = time.perf_counter(), time.thread_time()
+        starts = [clock() if clock else 0.0 for clock in clocks]
         run(i)
-        wall.append((time.perf_counter() - start) * 1000)
-        cpu.append((time.thread_time() - start_cpu) * 1000)
-    return _percentiles(wall), _percentiles(cpu)
+        for times, clock, start in zip(spent, clocks, starts):
+            times.append((clock() - start) * 1000 if clock else 0.0)
+    return [_percentiles(times) if clock else None for times, clock in zip(spent, clocks)]
+
+
+def server_cpu_clock(kb: KnowledgeBaseStore) -> Callable[[], float] | None:
+    """The CPU seconds of the server process that runs a PostgreSQL store's searches, when it runs on this machine
+    (schedstat counts nanoseconds; /proc/PID/stat only 10 ms ticks)."""
+    pid = getattr(kb, "search_backend_pid", lambda: None)()
+    stat = Path(f"/proc/{pid}/schedstat")
+    if pid is None or not stat.is_file():
+        return None
+    return lambda: int(stat.read_text().split()[0]) / 1e9
 
 
 def _percentiles(milliseconds: list[float]) -> dict[str, float]:
@@ -223,15 +248,29 @@ def open_backend(backend: str, postgres_url: str | None, folder: Path,
     if postgres_url is not None:
         yield open_store(postgres_url, MODEL, kb="scale", cache_dir=folder / "cache"), folder
         return
-    import pgserver
-
     data = folder / "pgdata"
     data.mkdir(parents=True, exist_ok=True)  # an existing one is a kept store (--folder)
-    server = pgserver.get_server(str(data), cleanup_mode="stop")
+    server = _start_server(data)
     try:
         yield open_store(server.get_uri(), MODEL, kb="scale", cache_dir=folder / "cache"), data
     finally:
         server.cleanup()
+
+
+def _start_server(data: Path) -> pgserver.PostgresServer:
+    """A pgserver PostgreSQL in `data`, restarted once with SERVER_SETTINGS when it lacks them."""
+    import pgserver
+    import psycopg
+
+    server = pgserver.get_server(str(data), cleanup_mode="stop")
+    with psycopg.connect(server.get_uri(), autocommit=True) as conn:
+        current = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in SERVER_SETTINGS}
+        if current == SERVER_SETTINGS:
+            return server
+        for name, value in SERVER_SETTINGS.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    server.cleanup()  # stops it (cleanup_mode "stop"); shared_buffers needs a restart
+    return pgserver.get_server(str(data), cleanup_mode="stop")
 
 
 def run(chunks: int, backend: str, postgres_url: str | None, folder: Path, ann: str = "auto") -> dict:
@@ -248,7 +287,7 @@ def run(chunks: int, backend: str, postgres_url: str | None, folder: Path, ann: 
         result["disk_mb"] = round(sum(p.stat().st_size for p in disk_folder.rglob("*") if p.is_file()) / 2**20, 1)
     result["peak_rss_mb"] = round(peak.peak / 2**20, 1)
     result["load_average"] = {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}
-    return {key: result[key] for key in ("chunks", "backend", "search_ms", "cpu_ms", "recall_at_10",
+    return {key: result[key] for key in ("chunks", "backend", "search_ms", "cpu_ms", "server_cpu_ms", "recall_at_10",
                                          "add_document_s", "delete_document_s", "rss_mb", "peak_rss_mb", "disk_mb",
                                          "fill_s", "bm25_build_s", "load_average")}
 
@@ -257,10 +296,12 @@ def measure(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, chunks: int, query_
             query_texts: list[str], exact: ExactSearch) -> dict:
     documents = max(1, chunks // CHUNKS_PER_DOCUMENT)
     start = time.perf_counter()
-    if kb.text_index.size == documents * CHUNKS_PER_DOCUMENT:  # a kept store (--folder), filled by an earlier run
-        logger.info("the store holds %d chunks already: computing the exact top 10 from it", kb.text_index.size)
+    stored = kb.text_index.size
+    if stored:  # a kept store (--folder) filled by an earlier run, perhaps interrupted: measured as it is
+        logger.info("the store holds %d chunks already: computing the exact top 10 from it", stored)
         exact_from_store(kb, exact)
         fill_s = None
+        documents = stored // CHUNKS_PER_DOCUMENT
     else:
         fill(kb, corpus, documents, exact)
         fill_s = round(time.perf_counter() - start, 1)
@@ -270,13 +311,16 @@ def measure(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, chunks: int, query_
     bm25_build_s = round(time.perf_counter() - start, 1)
     logger.info("BM25 index ready in %.1f s", bm25_build_s)
     retriever = Retriever(kb, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
+    server_clock = server_cpu_clock(kb)
     timings = {mode: timed_percentiles(lambda i, mode=mode: retriever.search(query_texts[i], K, mode,
-                                                                             query_vectors[i]), QUERIES)
+                                                                             query_vectors[i]), QUERIES, server_clock)
                for mode in ("dense", "bm25", "hybrid")}
-    add_s, delete_s = one_document_costs(kb, corpus, documents)
+    add_s, delete_s = one_document_costs(kb, corpus, max(documents, chunks // CHUNKS_PER_DOCUMENT))  # new numbers
     return {"chunks": documents * CHUNKS_PER_DOCUMENT, "search_ms": {m: t[0] for m, t in timings.items()},
-            "cpu_ms": {m: t[1] for m, t in timings.items()}, "recall_at_10": recall(kb, exact),
-            "add_document_s": add_s, "delete_document_s": delete_s, "fill_s": fill_s, "bm25_build_s": bm25_build_s}
+            "cpu_ms": {m: t[1] for m, t in timings.items()},
+            "server_cpu_ms": {m: t[2] for m, t in timings.items()} if server_clock else None,
+            "recall_at_10": recall(kb, exact), "add_document_s": add_s, "delete_document_s": delete_s,
+            "fill_s": fill_s, "bm25_build_s": bm25_build_s}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,9 +7,9 @@ Reading, OCR and embedding fill a staging folder without holding any lock; the f
 committed in one short transaction, so another process sharing the store (the app beside a CLI ingest)
 waits at most for that commit.
 
-The sentence vectors answering ranks with (rag.sentence_vectors) cost about as much to embed as the chunks. In a
-folder store they are filled in a pass after the files are committed, so each file is searchable as soon as its
-chunks are embedded (SENTENCES_AFTER); a PostgreSQL store embeds them with the chunks (SENTENCES_INLINE).
+The sentence vectors answering ranks with (rag.sentence_vectors) cost about as much to embed as the chunks. They are
+filled in a pass after the files are committed, in a folder store and in PostgreSQL alike, so each file is searchable
+as soon as its chunks are embedded (SENTENCES_AFTER); the app runs that pass in the background (SENTENCES_LATER).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import sys
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
@@ -39,8 +40,8 @@ from rag.image_embedder import ImageEmbedder
 from rag.records import DocumentInfo, ImageRecord, NewChunk, NewDocument, indexed_text
 from rag.sentence_vectors import embed_chunk_sentences, fill_missing
 from rag.settings import Settings
-from rag.store import DuplicateDocument, KnowledgeBase, ModelMismatch, StagedDocument
-from rag.store_api import lexical_index
+from rag.store import DuplicateDocument, ModelMismatch, StagedDocument
+from rag.store_api import KnowledgeBaseStore, lexical_index
 from rag.wording import counted
 
 logger = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ logger = logging.getLogger(__name__)
 STAGES = ("parse", "ocr", "embed", "embed sentences", "index")
 CHUNK_BATCH = 256  # chunks embedded and written together: bounds memory on a 2,000-page PDF
 # When a chunk's sentence vectors are made: in a pass after the ingest's commits (the default), by the caller
-# later (Ingestor.fill_sentences: the app, in the background), or with the chunks, before each commit (PostgreSQL
-# stores, which the pass does not write; and the baseline of benchmarks/ingest_throughput.py)
+# later (Ingestor.fill_sentences: the app, in the background, service.sentence_pass), or with the chunks, before
+# each commit (the baseline of benchmarks/ingest_throughput.py)
 SENTENCES_AFTER, SENTENCES_LATER, SENTENCES_INLINE = "after", "later", "inline"
 
 # (file name, stage, done, total); stages: parse (page done of pages), ocr (page begun), embed, index, done, and
@@ -121,7 +122,7 @@ class _Prepared:
 
 
 class Ingestor:
-    def __init__(self, kb: KnowledgeBase, settings: Settings, text_embedder: Embedder,
+    def __init__(self, kb: KnowledgeBaseStore, settings: Settings, text_embedder: Embedder,
                  image_embedder: ImageEmbedder | None = None, ocr: bool = False,
                  sentences: str = SENTENCES_AFTER) -> None:
         if text_embedder.model_id != kb.text_model:  # its vectors would be mixed with another model's, silently
@@ -137,8 +138,7 @@ class Ingestor:
         self.budget = ChunkBudget(min(settings.chunk_tokens, text_embedder.max_tokens), settings.chunk_overlap)
         if sentences not in (SENTENCES_AFTER, SENTENCES_LATER, SENTENCES_INLINE):
             raise ValueError(f"unknown sentence pass {sentences!r}")
-        # the pass after the commits writes a folder store's catalog; any other store gets them with the chunks
-        self.sentences = sentences if isinstance(kb, KnowledgeBase) else SENTENCES_INLINE
+        self.sentences = sentences
 
     def ingest(self, arguments: Iterable[str | Path], show_progress: bool = False,
                on_progress: ProgressCallback | None = None, names: dict[Path, str] | None = None) -> IngestReport:
@@ -193,22 +193,25 @@ class Ingestor:
         return report
 
     def fill_sentences(self, document_ids: Iterable[int] | None = None, seconds: dict[str, float] | None = None,
-                       show_progress: bool = False) -> int:
+                       show_progress: bool = False, progress: Callable[[int], None] | None = None,
+                       stop: threading.Event | None = None) -> int:
         """Embed and store the sentence vectors of these documents' chunks (all the store's, by default) that have
-        none yet (rag.sentence_vectors.fill_missing); returns the chunks filled. Nothing to do in a store that got
-        them with its chunks."""
+        none yet (rag.sentence_vectors.fill_missing); returns the chunks filled. `progress(done)` hears the chunks
+        done; `stop`, once set, ends the pass before its next batch. Nothing to do in a store that got them with its
+        chunks."""
         if self.sentences == SENTENCES_INLINE:
             return 0
         start = time.perf_counter()
-        bar = tqdm(total=0, desc="sentence vectors", unit="chunk", disable=not show_progress, file=sys.stderr)
+        bar = tqdm(desc="sentence vectors", unit="chunk", disable=not show_progress, file=sys.stderr)
 
-        def progress(done: int, total: int) -> None:
-            bar.total = total
+        def heard(done: int) -> None:
             bar.update(done - bar.n)
+            if progress is not None:
+                progress(done)
 
         try:
-            filled = fill_missing(self.kb.folder, lambda: self.text_embedder, document_ids,
-                                  self.settings.embed_batch_size, progress)
+            filled = fill_missing(self.kb, lambda: self.text_embedder, document_ids, self.settings.embed_batch_size,
+                                  heard, stop)
         finally:
             bar.close()
         if seconds is not None:

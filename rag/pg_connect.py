@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_KB = "default"
 SCHEMA_PREFIX = "loupe_"
 CONNECT_TIMEOUT_S = 10
+INDEX_BUILD_MEMORY = "3GB"  # for building the HNSW index in one go: a million 384-d vectors' graph is about 1.8 GB
 # Vectors are found by HNSW; a wider search list than pgvector's default 40 keeps recall@100 (the fusion's
 # candidate depth) near exact search, and iterative scans return k rows even when k exceeds it.
 HNSW_EF_SEARCH = 200
@@ -226,13 +227,13 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id, ordinal);
 CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops);
-CREATE TABLE IF NOT EXISTS terms (
+CREATE TABLE IF NOT EXISTS terms (         -- BM25's postings (the store deletes them with their chunk)
     term text NOT NULL,
-    chunk_id bigint NOT NULL REFERENCES chunks (id) ON DELETE CASCADE,
+    chunk_id bigint NOT NULL,
     tf integer NOT NULL,
-    tokens integer NOT NULL,                -- the chunk's length, here so that scoring reads one table
-    PRIMARY KEY (term, chunk_id)
+    tokens integer NOT NULL                 -- the chunk's length, here so that scoring reads one table
 );
+CREATE UNIQUE INDEX IF NOT EXISTS terms_postings ON terms (term, chunk_id) INCLUDE (tf, tokens);
 CREATE INDEX IF NOT EXISTS terms_chunk ON terms (chunk_id);
 CREATE TABLE IF NOT EXISTS blobs (file text PRIMARY KEY, data bytea NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
@@ -264,9 +265,33 @@ def create_tables(conn: psycopg.Connection, kb: str, dim: int) -> None:
     create_schema(conn, kb)
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema_name(kb),))
+        # An index missing here is built now (a bulk load's, after its process died): pgvector builds the HNSW graph
+        # far faster while it fits in maintenance_work_mem (64 MB by default: about 40,000 384-d vectors).
+        conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
         for statement in TABLES.replace("{dim}", str(int(dim))).split(";"):
             if statement.strip():
                 conn.execute(statement)
+        upgrade_tables(conn)
+
+
+def upgrade_tables(conn: psycopg.Connection) -> None:
+    """Bring the tables of an older knowledge base to TABLES' layout, checking first: an ALTER TABLE takes a lock
+    that every app server's queries would queue behind.
+    - Chunk vectors live in their rows (STORAGE PLAIN), not in TOAST, where pgvector's type puts a vector that does
+      not fit beside its chunk's text: an exact scan then read three pages a chunk instead of one (128 ms a query
+      against 7.5 ms at 10k chunks, docs/BENCHMARKS.md). Rows written earlier keep their TOAST until rewritten.
+      (PostgreSQL 16 could declare it in CREATE TABLE; Loupe supports 15.)
+    - Postings have no foreign key to their chunk: its check, one per posting (about 80 a chunk), was most of a
+      fill's time. The store deletes a chunk's postings itself. Their old primary key (term, chunk_id) goes too:
+      terms_postings, built by TABLES on this open, is the same unique index plus tf and the chunk's length."""
+    storage = conn.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
+                           "AND attname = 'embedding'").fetchone()
+    if storage is not None and storage[0] != "p":
+        conn.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE PLAIN")
+    outdated = conn.execute("SELECT conname FROM pg_constraint WHERE conrelid = 'terms'::regclass "
+                            "AND contype IN ('f', 'p')").fetchall()
+    for (name,) in outdated:
+        conn.execute(sql.SQL("ALTER TABLE terms DROP CONSTRAINT {}").format(sql.Identifier(name)))
 
 
 def lock_timeout_error(location: Location) -> Busy:

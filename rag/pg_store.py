@@ -3,9 +3,10 @@
 It has the public methods of the folder store (rag.store.KnowledgeBase, see rag.store_api), so retrieval,
 answering, ingest and the service use it unchanged. What differs:
 - One knowledge base is one schema (rag.pg_connect); one database holds any number of them.
-- A document arrives in one transaction with all its chunks, vectors, sentence vectors, BM25 postings and image
-  bytes; so a process killed mid-ingest leaves each document whole or absent, by the database's own guarantee.
-  Writers serialise on the `state` row, which also carries the generation number other processes watch.
+- A document arrives in one transaction with all its chunks, vectors, BM25 postings and image bytes; so a process
+  killed mid-ingest leaves each document whole or absent, by the database's own guarantee. Writers serialise on the
+  `state` row, which also carries the generation number other processes watch. Its chunks' sentence vectors follow
+  in short transactions of their own (set_sentence_vectors, rag.sentence_vectors.fill_missing).
 - Dense search: `vector(dim)` with an HNSW index on inner product, the score FAISS's IndexFlatIP gives.
 - Lexical search: BM25 computed inside PostgreSQL from a postings table (`terms`), with Loupe's own tokenizer
   (rag.lexical_index.tokenize) and bm25s's formula (Lucene idf, k1 1.5, b 0.75), so rankings match the folder
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+from psycopg import sql
 
 from rag.catalog import BUSY_TIMEOUT_S
 from rag.pg_connect import (
@@ -57,7 +59,7 @@ logger = logging.getLogger(__name__)
 BM25_K1 = 1.5  # bm25s's defaults, so the two backends rank alike
 BM25_B = 0.75
 STAGING_DIR = "staging"
-INDEX_BUILD_MEMORY = "2GB"  # for bulk_load()'s HNSW build: a million 384-d vectors' graph is about 1.8 GB
+BULK_LOAD_INDEXES = ("chunks_embedding", "terms_postings", "terms_chunk")  # dropped during bulk_load()
 IMAGES_DIR = "images"
 
 _CHUNK_COLUMNS = "c.id, c.document_id, c.ordinal, d.name, d.path, c.page, c.heading, c.text"
@@ -69,15 +71,19 @@ _DOCUMENT_QUERY = """
            (SELECT count(*) FROM images i WHERE i.document_id = d.id AND i.embedding IS NULL),
            d.added_at
     FROM documents d {where} ORDER BY d.id"""
-# BM25 in one statement (one snapshot): N and the total length from `state`, df from the postings of the query's
-# terms. A term repeated in the query counts again, as in bm25s.
+# BM25 in one statement (one snapshot): N and the total length from `state` (read once: InitPlans); each query term's
+# df counted first, then its postings read, both from the postings index alone (terms_postings holds tf and the
+# chunk's length: no table page is read). Float constants throughout: an integer column times 0.75 is numeric
+# arithmetic, several times slower. A term repeated in the query counts again, as in bm25s. Each of the ~80
+# postings a chunk has is one index entry, so a query reads every posting of its terms: about 2,000 at 100k chunks.
 _BM25_QUERY = f"""
-    WITH q AS (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term GROUP BY term),
-    st AS (SELECT chunks::float8 AS n, greatest(tokens::float8 / greatest(chunks, 1), 1e-9) AS avgdl FROM state),
-    df AS (SELECT t.term, count(*)::float8 AS df FROM terms t JOIN q USING (term) GROUP BY t.term)
-    SELECT t.chunk_id, sum(q.qtf * ln(1 + (st.n - df.df + 0.5) / (df.df + 0.5))
-                           * t.tf / (t.tf + {BM25_K1} * (1 - {BM25_B} + {BM25_B} * t.tokens / st.avgdl))) AS score
-    FROM terms t JOIN q USING (term) JOIN df USING (term) CROSS JOIN st
+    WITH st AS (SELECT chunks::float8 AS n, greatest(tokens::float8 / greatest(chunks, 1), 1e-9) AS avgdl FROM state),
+    q AS (SELECT term, count(*)::float8 AS qtf FROM unnest(%(terms)s::text[]) AS term GROUP BY term),
+    w AS MATERIALIZED (SELECT q.term, q.qtf * ln(1 + ((SELECT n FROM st) - d.df + 0.5) / (d.df + 0.5)) AS idf
+                       FROM q CROSS JOIN LATERAL (SELECT count(*)::float8 AS df FROM terms t WHERE t.term = q.term) d)
+    SELECT t.chunk_id, sum(w.idf * t.tf / (t.tf + {BM25_K1}::float8 * (1 - {BM25_B}::float8 + {BM25_B}::float8
+                                                                       * t.tokens / (SELECT avgdl FROM st)))) AS score
+    FROM w JOIN terms t ON t.term = w.term
     GROUP BY t.chunk_id ORDER BY score DESC, t.chunk_id LIMIT %(k)s"""
 
 
@@ -138,18 +144,7 @@ class PgKnowledgeBase:
         if not self.text_model.dim:  # opened without models (list, delete): take the recorded one
             self.text_model = ModelId(self._meta("text_model") or self.text_model.name, int(recorded))
         create_tables(self._writer, self.location.kb, int(recorded or self.text_model.dim))
-        self._store_vectors_inline()
         self._check_models()
-
-    def _store_vectors_inline(self) -> None:
-        """Keep chunk vectors in their rows (STORAGE PLAIN) rather than in TOAST, where pgvector's type puts a vector
-        that does not fit beside its chunk's text: an exact scan then reads three pages a chunk instead of one. On 10k
-        chunks it took 128 ms a query, and 7.5 ms inline (docs/BENCHMARKS.md). Applies to rows written from then
-        on; checked first, since ALTER TABLE takes a lock every app server's queries would wait for."""
-        storage = self._writer.execute("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
-                                       "AND attname = 'embedding'").fetchone()
-        if storage is not None and storage[0] != "p":
-            self._writer.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE PLAIN")
 
     def _meta(self, key: str) -> str | None:
         with self._lock:
@@ -183,6 +178,10 @@ class PgKnowledgeBase:
     def chunk_count(self) -> int:
         with self._lock:
             return int(self._reader.execute("SELECT chunks FROM state").fetchone()[0])
+
+    def search_backend_pid(self) -> int:
+        """The server process that runs this store's searches (benchmarks.scale reads its CPU time)."""
+        return int(self._reader.info.backend_pid)
 
     def lexical_index(self) -> PgLexicalIndex:
         """BM25 inside the database (rag.store_api.lexical_index picks it)."""
@@ -284,6 +283,30 @@ class PgKnowledgeBase:
         unpacked = {chunk_id: unpack(bytes(blob), text, self.text_model.dim) for chunk_id, blob, text in rows}
         return {chunk_id: vectors for chunk_id, vectors in unpacked.items() if vectors is not None}
 
+    def chunks_without_sentence_vectors(self, document_ids: Sequence[int] | None, limit: int,
+                                        after_id: int = 0) -> list[tuple[int, str]]:
+        """(id, text) of up to `limit` chunks without sentence vectors, of these documents (all: None), with ids above
+        `after_id`, in id order (rag.store_api)."""
+        where, params = "sentence_vectors IS NULL AND id > %s", [after_id]
+        if document_ids is not None:
+            where += " AND document_id = ANY(%s)"
+            params.append([int(i) for i in document_ids])
+        return [tuple(row) for row in self._rows(f"SELECT id, text FROM chunks WHERE {where} ORDER BY id LIMIT %s",
+                                                 [*params, limit])]
+
+    def set_sentence_vectors(self, blobs: dict[int, bytes]) -> int:
+        """Store packed sentence vectors where a chunk has none yet, in one short transaction that leaves the
+        generation alone: no index holds them (rag.store_api)."""
+        with self._write_lock:
+            try:
+                with self._writer.transaction(), self._writer.cursor() as cursor:
+                    cursor.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}")
+                    cursor.executemany("UPDATE chunks SET sentence_vectors = %s WHERE id = %s AND sentence_vectors "
+                                       "IS NULL", [(blob, chunk_id) for chunk_id, blob in blobs.items()])
+                    return max(cursor.rowcount, 0)
+            except psycopg.errors.LockNotAvailable:
+                raise lock_timeout_error(self.location) from None
+
     def chunk_texts(self) -> list[tuple[int, str | None, str]]:
         """(id, heading, text) of every chunk, in one snapshot."""
         return [tuple(row) for row in self._rows("SELECT id, heading, text FROM chunks ORDER BY id")]
@@ -352,22 +375,24 @@ class PgKnowledgeBase:
 
     @contextmanager
     def bulk_load(self) -> Iterator[None]:
-        """Fill an empty or large knowledge base faster: the HNSW index is dropped meanwhile and built once at the
-        end (pgvector builds it far faster in one go than row by row). Searches are exact, and slow, meanwhile."""
+        """Fill an empty or large knowledge base faster: the HNSW index and the postings' indexes are dropped
+        meanwhile and built once at the end (a sort, and pgvector's in-memory graph build, instead of tens of millions
+        of single insertions into indexes far larger than the cache), then the tables are vacuumed and analysed (so
+        that BM25 reads its postings from the index alone, and the planner knows the sizes). Every write is still
+        its own transaction that other processes see; searches are slow meanwhile (no index). A process killed
+        meanwhile leaves the indexes to the next open (create_tables builds what is missing)."""
         with self._write_lock:
-            self._writer.execute("DROP INDEX IF EXISTS chunks_embedding")
+            for index in BULK_LOAD_INDEXES:
+                self._writer.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index)))
         try:
             yield
         finally:
             with self._write_lock:
-                # pgvector builds the graph far faster while it fits in maintenance_work_mem (64 MB by default:
-                # about 40,000 384-d vectors); this session's build may use more.
-                self._writer.execute(f"SET maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-                try:
-                    self._writer.execute("CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks "
-                                         "USING hnsw (embedding vector_ip_ops)")
-                finally:
-                    self._writer.execute("RESET maintenance_work_mem")
+                self._build_indexes()
+
+    def _build_indexes(self) -> None:
+        create_tables(self._writer, self.location.kb, self.text_model.dim)  # CREATE INDEX IF NOT EXISTS
+        self._writer.execute("VACUUM (ANALYZE) chunks, terms")
 
     def delete(self, document_id: int) -> DocumentInfo:
         with self.write() as writer:
@@ -488,6 +513,8 @@ class PgWriter:
                                             "WHERE document_id = %s", (document_id,)).fetchone()
         files = [row[0] for row in self._conn.execute("SELECT DISTINCT file FROM images WHERE document_id = %s",
                                                       (document_id,))]
+        self._conn.execute("DELETE FROM terms WHERE chunk_id IN (SELECT id FROM chunks WHERE document_id = %s)",
+                           (document_id,))
         self._conn.execute("DELETE FROM documents WHERE id = %s", (document_id,))
         # An image another document also holds stays; the write lock means no one adds a reference meanwhile.
         self._conn.execute("DELETE FROM blobs b WHERE b.file = ANY(%s) AND NOT EXISTS "

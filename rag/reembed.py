@@ -4,9 +4,9 @@ How it stays crash-safe, without touching the store's internals:
 1. Build. A complete new knowledge base is built beside the old one, in `.<name>.reembed-<pid>` in the same parent
    folder: a copy of the old catalog (SQLite's backup), so every document, chunk and image keeps its id (citation
    links, conversations' sources and the eval's id map name them), with each chunk's vector replaced in batches,
-   then its sentence vectors filled (rag.sentence_vectors.fill_missing) and its indexes built. Image vectors and
-   files stay (the image model does not change; files are hard-linked). The old knowledge base is only read
-   meanwhile and keeps serving questions.
+   then its sentence vectors filled through the new store's own methods (rag.sentence_vectors.fill_missing) and its
+   indexes built. Image vectors and files stay (the image model does not change; files are hard-linked). The old
+   knowledge base is only read meanwhile and keeps serving questions.
 2. Catch up. Documents added or deleted in the old one meanwhile (by the app, by an ingest) are copied into the new
    one under their ids, or deleted from it, until the old one's generation stands still.
 3. Swap. Under an exclusive lock on the old catalog (which also proves that no other connection, in any process,
@@ -323,11 +323,11 @@ def _finish(build: Path, vectors: _VectorSource, settings: Settings, report: Ree
             document_ids: list[int] | None) -> None:
     """Fill the sentence vectors of these documents (all: None) and bring the indexes up to the catalog: FAISS's
     on opening, BM25's now, so that the first question after the swap does not wait for them."""
-    report.sentences += fill_missing(build, vectors.sentence_embedder, document_ids, settings.embed_batch_size)
     with _ReadOnly(build) as built:
         image_model = built.image_model
     kb = KnowledgeBase(build, vectors.model_id, image_model, use_gpu=settings.device != "cpu")
     try:
+        report.sentences += fill_missing(kb, vectors.sentence_embedder, document_ids, settings.embed_batch_size)
         lexical_index(kb).refresh()
     finally:
         kb.close()

@@ -9,16 +9,18 @@ a later Loupe that splits sentences differently finds the lengths changed and em
 asked, instead of pairing a sentence with another one's vector. A chunk stored before them has none, and is
 treated the same.
 
-A folder store gets them in a pass after its documents are committed (fill_missing), not with the chunks: embedding
-every sentence costs about as much as embedding the chunks, so a document becomes searchable in half the time, and
-the few questions asked before the pass ends embed their passages' sentences on the fly, as for an older store.
+Every store (folder or PostgreSQL) gets them in a pass after its documents are committed (fill_missing, through the
+store's two narrow methods), not with the chunks: embedding every sentence costs about as much as embedding the
+chunks, so a document becomes searchable in half the time, and the few questions asked before the pass ends embed
+their passages' sentences on the fly, as for an older store. The app runs the pass in the background, after the
+upload's job has ended (service.sentence_pass).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,8 +28,8 @@ import numpy as np
 from rag.sentences import split_sentences
 
 if TYPE_CHECKING:
-    from rag.catalog import Catalog
     from rag.embedder import Embedder
+    from rag.store_api import KnowledgeBaseStore
 
 logger = logging.getLogger(__name__)
 
@@ -70,45 +72,28 @@ def unpack(blob: bytes, text: str, dim: int) -> np.ndarray | None:
     return np.frombuffer(blob, _DTYPE, count * dim, offset=start).reshape(count, dim).astype(np.float32)
 
 
-def fill_missing(folder: Path, load_embedder: Callable[[], Embedder], document_ids: Iterable[int] | None = None,
-                 batch_size: int = 0, progress: Callable[[int, int], None] | None = None) -> int:
-    """Embed and store the sentence vectors of the chunks of a folder store that have none: those of
-    `document_ids`, or every chunk. `load_embedder` gives the store's own text embedder, called only when a chunk
-    needs it. Each batch is written in its own short transaction, so a kill loses at most one batch, and leaves
+def fill_missing(store: KnowledgeBaseStore, load_embedder: Callable[[], Embedder],
+                 document_ids: Iterable[int] | None = None, batch_size: int = 0,
+                 progress: Callable[[int], None] | None = None, stop: threading.Event | None = None) -> int:
+    """Embed and store the sentence vectors of the store's chunks that have none: those of `document_ids`, or every
+    chunk. `load_embedder` gives the store's own text embedder, called only when a chunk needs it. Each batch is
+    written in its own short transaction (store.set_sentence_vectors), so a kill loses at most one batch, and leaves
     chunks without sentence vectors, which answering embeds when asked; a chunk deleted meanwhile is skipped.
-    `progress(done, total)` hears the chunks done. Returns how many chunks were filled."""
-    from rag.catalog import Catalog  # the catalog packs these blobs with this module: imported here, not above
-    from rag.store import CATALOG_FILE
-
-    catalog = Catalog.open(Path(folder) / CATALOG_FILE)
-    try:
-        missing = _chunks_without(catalog, document_ids)
-        if not missing:
-            return 0
-        embedder = load_embedder()
-        filled = 0
-        for start in range(0, len(missing), FILL_BATCH):
-            part = missing[start:start + FILL_BATCH]
-            matrices = embed_chunk_sentences(embedder, [text for _, text in part], batch_size)
-            rows = [(pack(text, vectors), chunk_id) for (chunk_id, text), vectors in zip(part, matrices)]
-            with catalog.transaction():
-                # IS NULL: another pass (another process's) may have filled it meanwhile, with the same vectors
-                cursor = catalog.conn.executemany("UPDATE chunks SET sentence_vectors = ? WHERE id = ? AND "
-                                                  "sentence_vectors IS NULL", rows)
-            filled += max(cursor.rowcount, 0)
-            if progress is not None:
-                progress(start + len(part), len(missing))
-        return filled
-    finally:
-        catalog.close()
-
-
-def _chunks_without(catalog: Catalog, document_ids: Iterable[int] | None) -> list[tuple[int, str]]:
-    """(id, text) of the chunks that have no sentence vectors, of those documents or of all, in id order."""
-    query = "SELECT id, text FROM chunks WHERE sentence_vectors IS NULL"
-    if document_ids is None:
-        return catalog.conn.execute(query + " ORDER BY id").fetchall()
-    rows: list[tuple[int, str]] = []
-    for document_id in sorted(set(document_ids)):  # one document at a time: the (document_id, ordinal) index
-        rows += catalog.conn.execute(query + " AND document_id = ? ORDER BY ordinal", (document_id,)).fetchall()
-    return rows
+    `progress(done)` hears the chunks done; `stop`, once set, ends the pass before its next batch. Returns how many
+    chunks were filled."""
+    documents = None if document_ids is None else sorted(set(document_ids))
+    embedder: Embedder | None = None
+    filled = done = last_id = 0
+    while stop is None or not stop.is_set():
+        # paged by id: each chunk is read once, even one a batch could not fill (deleted, or filled meanwhile)
+        part = store.chunks_without_sentence_vectors(documents, FILL_BATCH, last_id)
+        if not part:
+            break
+        embedder = embedder or load_embedder()
+        matrices = embed_chunk_sentences(embedder, [text for _, text in part], batch_size)
+        filled += store.set_sentence_vectors({chunk_id: pack(text, vectors)
+                                              for (chunk_id, text), vectors in zip(part, matrices)})
+        last_id, done = part[-1][0], done + len(part)
+        if progress is not None:
+            progress(done)
+    return filled

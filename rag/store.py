@@ -366,6 +366,29 @@ class KnowledgeBase:
         with self._lock:
             return self._reader.sentence_vectors(ids, self.text_model.dim)
 
+    def chunks_without_sentence_vectors(self, document_ids: Sequence[int] | None, limit: int,
+                                        after_id: int = 0) -> list[tuple[int, str]]:
+        """(id, text) of up to `limit` chunks without sentence vectors, of these documents (all: None), with ids above
+        `after_id`, in id order (rag.store_api)."""
+        query = "SELECT id, text FROM chunks WHERE sentence_vectors IS NULL AND id > ?"
+        with self._lock:
+            if document_ids is None:  # the primary key, from `after_id` on: a pass reads each chunk once
+                return self._reader.conn.execute(query + " ORDER BY id LIMIT ?", (after_id, limit)).fetchall()
+            rows: list[tuple[int, str]] = []
+            for document_id in sorted(set(document_ids)):  # one document at a time: the (document_id, ordinal) index
+                rows += self._reader.conn.execute(query + " AND document_id = ? ORDER BY id LIMIT ?",
+                                                  (after_id, document_id, limit)).fetchall()
+        return sorted(rows)[:limit]
+
+    def set_sentence_vectors(self, blobs: dict[int, bytes]) -> int:
+        """Store packed sentence vectors where a chunk has none yet, in one short transaction (rag.store_api). No
+        generation bump: no index holds them."""
+        rows = [(blob, chunk_id) for chunk_id, blob in blobs.items()]
+        with self._write_lock, self._writer.transaction():
+            cursor = self._writer.conn.executemany("UPDATE chunks SET sentence_vectors = ? WHERE id = ? AND "
+                                                   "sentence_vectors IS NULL", rows)
+        return max(cursor.rowcount, 0)
+
     def image_vectors(self, ids: list[int]) -> dict[int, np.ndarray]:
         """The CLIP vectors of these images, by id: those embedded (none before an image model came)."""
         with self._lock:

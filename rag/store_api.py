@@ -105,6 +105,18 @@ class KnowledgeBaseStore(Protocol):
 
     def sentence_vectors(self, ids: list[int]) -> dict[int, np.ndarray]: ...
 
+    def chunks_without_sentence_vectors(self, document_ids: Sequence[int] | None, limit: int,
+                                        after_id: int = 0) -> list[tuple[int, str]]:
+        """(id, text) of up to `limit` chunks that have no sentence vectors yet, of these documents (all: None),
+        with ids above `after_id`, in id order: the sentence pass (rag.sentence_vectors.fill_missing) pages with it."""
+        ...
+
+    def set_sentence_vectors(self, blobs: dict[int, bytes]) -> int:
+        """Store chunks' packed sentence vectors (rag.sentence_vectors.pack) in one short transaction, only where a
+        chunk still has none (another pass may have filled it meanwhile, with the same vectors); a chunk deleted
+        meanwhile is skipped. Returns how many chunks were written. Search indexes are unchanged."""
+        ...
+
     def image_vectors(self, ids: list[int]) -> dict[int, np.ndarray]: ...
 
     def chunk_texts(self) -> list[tuple[int, str | None, str]]: ...

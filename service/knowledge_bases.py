@@ -16,6 +16,7 @@ from rag.library import DatabaseLibrary, KnowledgeBaseNotFound, Library, library
 from rag.records import DocumentInfo
 from rag.settings import Settings
 from rag.store_api import KnowledgeBaseStore
+from service.sentence_pass import SentencePasses
 from service.staging import UPLOADS_DIR, recover_uploads
 
 
@@ -29,6 +30,7 @@ class KnowledgeBases:
         self._assistants: dict[str, Assistant] = {}
         self._ingest_locks: dict[str, threading.Lock] = {}
         self._open_locks: dict[str, threading.Lock] = {}
+        self.sentence_passes = SentencePasses()  # each upload's sentence vectors, filled after its job ends
 
     @property
     def default(self) -> str:
@@ -90,6 +92,7 @@ class KnowledgeBases:
     def release(self, name: str) -> None:
         """Close this process's store of `name` (a delete, or a re-embed swapping its folder); the next open()
         opens it afresh."""
+        self.sentence_passes.stop(name)  # it writes through the store about to close
         with self._lock:
             store = self._open.pop(name, None)
             self._assistants.pop(name, None)
@@ -113,6 +116,7 @@ class KnowledgeBases:
         return info, gone
 
     def close(self) -> None:
+        self.sentence_passes.close()  # between two batches, before their stores close
         with self._lock:
             for store in self._open.values():
                 store.close()

@@ -1,5 +1,6 @@
 """Uploads: check each file, stage it inside its knowledge base's uploads/ folder, ingest the batch and report
-every file's stage and outcome as it goes."""
+every file's stage and outcome as it goes. The job ends once the files are committed: their sentence vectors are
+filled afterwards, in the background (service.sentence_pass)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ingest.pipeline import Ingestor
+from ingest.pipeline import SENTENCES_LATER, Ingestor
 from ingest.readers import SUPPORTED_SUFFIXES
 from rag.components import Models
 from rag.settings import PROJECT_ROOT, Settings
@@ -104,7 +105,7 @@ class Uploads:
             staged = self._stage_all(folder, rows, uploads)
             notify()
             if staged:
-                self._ingest_staged(store, staged, notify)
+                self._ingest_staged(kb or self.knowledge_bases.default, store, staged, notify)
         if any(row.status in ("added", "replaced") for row in rows):
             self._documents_added(kb)
         return rows
@@ -138,7 +139,16 @@ class Uploads:
                 row.fail(f"{original}: could not be stored ({error})")
         return staged
 
-    def _ingest_staged(self, store: KnowledgeBase, staged: list[tuple[FileRow, Path, Path | None]],
+    def sentence_status(self, kb: str | None) -> str:
+        """'preparing sentence vectors: …' while the background pass after an upload runs; empty otherwise."""
+        return self.knowledge_bases.sentence_passes.status(kb or self.knowledge_bases.default)
+
+    def wait_for_sentences(self, kb: str | None, timeout_s: float | None = None) -> bool:
+        """Until the background sentence pass of the knowledge base has ended (a benchmark that measures answers
+        from stored sentence vectors, a test); False when it still runs after `timeout_s`."""
+        return self.knowledge_bases.sentence_passes.wait(kb or self.knowledge_bases.default, timeout_s)
+
+    def _ingest_staged(self, kb: str, store: KnowledgeBase, staged: list[tuple[FileRow, Path, Path | None]],
                        notify: Callable[[], None]) -> None:
         by_name = {row.name: row for row, _, _ in staged}
 
@@ -149,12 +159,13 @@ class Uploads:
                 notify()
 
         ingestor = Ingestor(store, self.settings, self.models.embedder_of(store), self.models.image_embedder,
-                            self.settings.ocr)
+                            self.settings.ocr, sentences=SENTENCES_LATER)
         failure = ""
         try:
             report = ingestor.ingest([target for _, target, _ in staged], on_progress=progress,
                                      names={target: row.name for row, target, _ in staged})
             outcomes = {outcome.path: outcome for outcome in report.outcomes}
+            self.knowledge_bases.sentence_passes.start(kb, ingestor, report.document_ids(), report.totals()["chunks"])
         except Exception:  # every row must still end with a message
             logger.exception("ingesting %d uploaded files failed", len(staged))
             outcomes, failure = {}, "Loupe failed to ingest it (see the server log)"

@@ -221,3 +221,70 @@ def test_the_service_creates_lists_and_deletes_knowledge_bases_in_the_database(p
         assert knowledge_bases.names() == [default]
     finally:
         knowledge_bases.close()
+
+
+def _index_only_bm25_plan(kb, terms: list[str]) -> str:
+    """The BM25 query's plan as run, with sequential scans ruled out (the planner prefers them on tiny tables)."""
+    from rag.pg_store import _BM25_QUERY
+
+    with kb._lock:
+        kb._reader.execute("SET enable_seqscan = off")
+        try:
+            rows = kb._reader.execute("EXPLAIN (ANALYZE, COSTS OFF) " + _BM25_QUERY, {"terms": terms, "k": 10})
+            return "\n".join(row[0] for row in rows)
+        finally:
+            kb._reader.execute("RESET enable_seqscan")
+
+
+def test_a_bulk_load_leaves_the_store_that_adds_one_by_one_leave_and_bm25_reads_the_index_alone(pg_store_url,
+                                                                                                  tmp_path):
+    corpus = random_corpus(np.random.default_rng(3), 20, 15)
+    model = ModelId("random", 8)
+    base = parse_location(pg_store_url)
+    bulk = open_store(pg_store_url, model, cache_dir=tmp_path / "a")
+    plain = open_store(base.with_kb(f"{base.kb}plain"), model, cache_dir=tmp_path / "b")
+    try:
+        with bulk.bulk_load():  # the vector and postings indexes are dropped meanwhile, built once at the end
+            fill(bulk, corpus, 8)
+        # BM25 reads tf and the chunk's length from the postings index, never the table: the bulk load vacuumed it
+        plan = _index_only_bm25_plan(bulk, ["glacier", "valley"])
+        assert "Index Only Scan using terms_postings" in plan and "Heap Fetches: 0" in plan, plan
+        fill(plain, corpus, 8)
+        for kb in (bulk, plain):
+            kb.delete(4)  # the postings of a deleted document go with it (no foreign key does it for the store)
+        queries = ["glacier valley", "coral reef polyp algae", "basalt granite canyon", "rain rain desert"]
+        expected = lexical_index(plain).search_many(queries, 30)
+        for got, want in zip(lexical_index(bulk).search_many(queries, 30), expected):
+            assert [i for i, _ in got] == [i for i, _ in want] and got
+            assert [score for _, score in got] == pytest.approx([score for _, score in want], rel=1e-9)
+        query = plain.chunk_vectors([7])[7]
+        assert [c.id for c, _ in bulk.search_chunks(query, 5)][:1] == [7]
+        assert bulk._rows("SELECT count(*) FROM terms t WHERE NOT EXISTS "
+                          "(SELECT 1 FROM chunks c WHERE c.id = t.chunk_id)") == [(0,)]
+        indexes = {name for (name,) in bulk._rows("SELECT indexname FROM pg_indexes WHERE schemaname = "
+                                                  "current_schema()")}
+        assert {"chunks_embedding", "terms_postings", "terms_chunk"} <= indexes
+    finally:
+        bulk.close()
+        plain.close()
+
+
+def test_a_knowledge_base_of_the_older_layout_is_upgraded_when_opened(pg_store_url, tmp_path):
+    """Vectors were TOASTed and every posting had a foreign key checked on insert (most of a fill's time)."""
+    model = ModelId("random", 8)
+    kb = open_store(pg_store_url, model, cache_dir=tmp_path)
+    kb._writer.execute("ALTER TABLE terms ADD FOREIGN KEY (chunk_id) REFERENCES chunks (id) ON DELETE CASCADE")
+    kb._writer.execute("ALTER TABLE terms ADD PRIMARY KEY (term, chunk_id)")
+    kb._writer.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE EXTENDED")
+    kb.close()
+    kb = open_store(pg_store_url, model, cache_dir=tmp_path)
+    try:
+        assert kb._rows("SELECT count(*) FROM pg_constraint WHERE conrelid = 'terms'::regclass "
+                        "AND contype IN ('f', 'p')") == [(0,)]
+        assert kb._rows("SELECT attstorage FROM pg_attribute WHERE attrelid = 'chunks'::regclass "
+                        "AND attname = 'embedding'") == [("p",)]
+        fill(kb, random_corpus(np.random.default_rng(4), 2, 3), 8)
+        kb.delete(1)
+        assert kb._rows("SELECT count(DISTINCT chunk_id) FROM terms") == [(3,)]
+    finally:
+        kb.close()

@@ -17,6 +17,7 @@ from rag.retrieval import Passage
 from rag.sentence_vectors import pack, unpack
 from rag.store import CATALOG_FILE
 from rag.text_embedder import TextEmbedder
+from tests.conftest import make_settings
 
 NOTES = {
     "harbour.md": "# Harbour\n\nThe lighthouse keeper logged 412 ships in the winter of 1911. He kept the lamp lit "
@@ -151,15 +152,71 @@ def test_a_sentence_pass_killed_between_batches_leaves_a_store_that_answers_and_
     kb = ingestor.kb
     monkeypatch.setattr(sentence_vectors, "FILL_BATCH", 1)  # one chunk a transaction: a kill can fall between
 
-    def killed(done: int, total: int) -> None:
+    def killed(done: int) -> None:
         raise KeyboardInterrupt  # the process ends right after its first batch committed
 
     with pytest.raises(KeyboardInterrupt):
-        sentence_vectors.fill_missing(kb.folder, lambda: counting, progress=killed)
+        sentence_vectors.fill_missing(kb, lambda: counting, progress=killed)
     chunk_ids = [chunk_id for chunk_id, _, _ in kb.chunk_texts()]
     assert len(kb.sentence_vectors(chunk_ids)) == 1
     answer = Models(settings, counting, None, "").assistant(kb).ask(QUESTION, mode="extractive")
     assert "412 ships" in answer.text
-    assert sentence_vectors.fill_missing(kb.folder, lambda: counting) == 1
+    assert sentence_vectors.fill_missing(kb, lambda: counting) == 1
     assert set(kb.sentence_vectors(chunk_ids)) == set(chunk_ids)
 
+
+
+# --- every backend: the pass writes through the store's two methods, so PostgreSQL fills later too ---------------
+@pytest.fixture(params=["folder", "postgres"])
+def any_store(request, counting, tmp_path):
+    """A knowledge base in a folder, or in PostgreSQL (pgvector): the notes ingested with their sentence vectors left
+    for later, as the app leaves them."""
+    location = tmp_path / "kb" if request.param == "folder" else request.getfixturevalue("pg_store_url")
+    settings = make_settings(location, cache_dir=tmp_path / "cache")
+    for name, text in NOTES.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    store = Models(settings, counting, None, "").open_store()
+    ingestor = Ingestor(store, settings, counting, sentences=SENTENCES_LATER)
+    report = ingestor.ingest([tmp_path / name for name in NOTES])
+    assert not report.failed
+    yield settings, ingestor, report
+    store.close()
+
+
+def test_every_backend_leaves_sentences_for_later_and_fills_them_through_its_own_methods(any_store, counting):
+    settings, ingestor, report = any_store
+    kb = ingestor.kb
+    chunk_ids = sorted(chunk_id for chunk_id, _, _ in kb.chunk_texts())
+    assert kb.sentence_vectors(chunk_ids) == {}  # PostgreSQL, too, commits the chunks without them now
+    missing = kb.chunks_without_sentence_vectors(None, 10)
+    assert [chunk_id for chunk_id, _ in missing] == chunk_ids
+    assert kb.chunks_without_sentence_vectors(None, 1, after_id=chunk_ids[0]) == missing[1:2]
+    first_document = report.document_ids()[0]
+    assert {c.document_id for c in kb.chunks([i for i, _ in kb.chunks_without_sentence_vectors([first_document], 10)]
+                                             ).values()} == {first_document}
+
+    assert ingestor.fill_sentences(report.document_ids()) == len(chunk_ids)
+    stored = kb.sentence_vectors(chunk_ids)
+    assert set(stored) == set(chunk_ids)
+    assert all(len(stored[i]) == len(split_sentences(text)) for i, text in missing)
+    assert kb.chunks_without_sentence_vectors(None, 10) == []
+    # written only where none is stored yet: another pass's vectors are kept, a deleted chunk is skipped
+    assert kb.set_sentence_vectors({chunk_ids[0]: pack(missing[0][1], stored[chunk_ids[0]] * 0), 10**9: b""}) == 0
+    assert np.array_equal(kb.sentence_vectors(chunk_ids[:1])[chunk_ids[0]], stored[chunk_ids[0]])
+
+    counting.texts.clear()
+    answer = Models(settings, counting, None, "").assistant(kb).ask(QUESTION, mode="extractive")
+    assert "412 ships" in answer.text
+    assert counting.texts == [QUESTION]  # the sentences' vectors came from the store
+
+
+def test_the_cli_ingest_into_postgresql_fills_sentence_vectors_after_its_commits(pg_store_url, counting, tmp_path):
+    settings = make_settings(pg_store_url, cache_dir=tmp_path / "cache")
+    (tmp_path / "harbour.md").write_text(NOTES["harbour.md"], encoding="utf-8")
+    store = Models(settings, counting, None, "").open_store()
+    try:
+        report = Ingestor(store, settings, counting).ingest([tmp_path / "harbour.md"])  # the default: after
+        chunk_ids = [chunk_id for chunk_id, _, _ in store.chunk_texts()]
+        assert report.seconds["embed sentences"] > 0 and set(store.sentence_vectors(chunk_ids)) == set(chunk_ids)
+    finally:
+        store.close()
