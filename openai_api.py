@@ -17,6 +17,12 @@ retrieval), so another Loupe, or anything else, can use it as a model server.
 Sampling options (temperature, top_p, ...) are accepted and ignored: answers are greedy. max_tokens may lower the
 answer's length, never raise it past --max-new-tokens.
 
+Each completion carries OpenAI's `usage` (prompt_tokens, completion_tokens, total_tokens); a stream carries it, as
+OpenAI's does, in one last chunk with no choices when the request asks with "stream_options": {"include_usage":
+true}. Tokens are counted with the generator's tokenizer (the local backend; the prompt with its chat template),
+else approximately (a remote server does not reveal its tokenizer). For `loupe:<kb>` the prompt counted is the
+messages the client sent, not the passages Loupe adds to them.
+
 The routes sit under the same auth as /api (HTTP Basic or the UI's cookie; an OpenAI client may also send the
 "user:password" of --auth as its API key, which arrives as a Bearer token), and behind the guards that wrap the
 whole app (cross-site refusal, body size). Errors come in OpenAI's shape, {"error": {"message", "type", ...}},
@@ -47,6 +53,7 @@ from rag.conversations import Turn
 from rag.embedder import check_texts
 from rag.errors import LoupeError, NotFound, TooLarge
 from rag.followups import Rewrite, rewrite
+from rag.generator import Generator, Message
 from rag.settings import Settings
 from service import LoupeService
 from webapi import RestRoute, make_auth_check, user_message
@@ -78,11 +85,17 @@ class ChatMessage(BaseModel):
     content: str | list[ContentPart] | None = None
 
 
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    include_usage: bool = False
+
+
 class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")  # stream_options, temperature, user, ...: accepted, ignored
+    model_config = ConfigDict(extra="allow")  # temperature, user, ...: accepted, ignored
     model: str
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     stream: bool = False
+    stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)  # the newer name of max_tokens
 
@@ -223,8 +236,26 @@ def plain_reply(service: LoupeService, messages: list[dict[str, str]], max_token
     yield Ending()
 
 
+# --- usage ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Usage:
+    """OpenAI's `usage` of one completion: the prompt's tokens are counted up front, the answer's once it is done."""
+
+    generator: Generator
+    prompt_tokens: int
+
+    @classmethod
+    def of(cls, generator: Generator, messages: list[Message]) -> Usage:
+        return cls(generator, generator.prompt_tokens(messages))
+
+    def of_answer(self, text: str) -> dict[str, int]:
+        completion_tokens = self.generator.text_tokens(text)
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": self.prompt_tokens + completion_tokens}
+
+
 # --- the responses ------------------------------------------------------------------------------------
-def completion(model: str, reply: Reply) -> dict:
+def completion(model: str, reply: Reply, usage: Usage) -> dict:
     pieces: list[str] = []
     ending = Ending()
     with closing(reply):
@@ -236,21 +267,24 @@ def completion(model: str, reply: Reply) -> dict:
     text = "".join(pieces) if ending.text is None else ending.text
     return {"id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": model,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            **ending.fields}
+            "usage": usage.of_answer(text), **ending.fields}
 
 
-def event_stream(model: str, reply: Reply) -> StreamingResponse:
+def event_stream(model: str, reply: Reply, usage: Usage | None) -> StreamingResponse:
     """SSE chunks. The first event is taken before the response starts, so that what fails early (an unknown
     knowledge base, a busy generator, a model server that is down) answers with its HTTP status; a failure
-    after that can only be told in the stream, as an error event, before [DONE]."""
+    after that can only be told in the stream, as an error event, before [DONE]. With `usage` (the client asked
+    for it), every chunk has a "usage" field, null but in the last one, which has no choices (OpenAI's shape)."""
     first = next(reply)
     header = {"id": _completion_id(), "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    if usage:
+        header["usage"] = None
 
     def chunk(delta: dict, finish: str | None = None, **fields: Any) -> str:
-        body = {**header, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **fields}
-        return f"data: {json.dumps(body)}\n\n"
+        return _sse({**header, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **fields})
 
     def sse() -> Iterator[str]:
+        pieces: list[str] = []
         with closing(reply):
             yield chunk({"role": "assistant", "content": ""})
             try:
@@ -258,13 +292,20 @@ def event_stream(model: str, reply: Reply) -> StreamingResponse:
                     if isinstance(event, Ending):  # the pieces were the checked answer (rag.answering streams it)
                         yield chunk({}, "stop", **event.fields)
                     else:
+                        pieces.append(event)
                         yield chunk({"content": event})
+                if usage:
+                    yield _sse({**header, "choices": [], "usage": usage.of_answer("".join(pieces))})
             except Exception as error:  # the status is sent: the error goes in the stream (unexpected: logged)
-                yield f"data: {json.dumps(_error_event(error))}\n\n"
+                yield _sse(_error_event(error))
             yield "data: [DONE]\n\n"
 
     return StreamingResponse(sse(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+def _sse(body: dict) -> str:
+    return f"data: {json.dumps(body)}\n\n"
 
 
 def _error_event(error: Exception) -> dict:
@@ -325,7 +366,11 @@ def add_openai_routes(app: FastAPI, service: LoupeService) -> None:
             reply = plain_reply(service, messages, min(wanted, settings.max_new_tokens))
         else:
             reply = rag_reply(service, kb, messages)
-        return event_stream(request.model, reply) if request.stream else completion(request.model, reply)
+        usage = Usage.of(service.models.generator(), messages)
+        if not request.stream:
+            return completion(request.model, reply, usage)
+        wants_usage = request.stream_options is not None and request.stream_options.include_usage
+        return event_stream(request.model, reply, usage if wants_usage else None)
 
     @router.post("/embeddings")
     def embeddings(request: EmbeddingsRequest) -> dict:

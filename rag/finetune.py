@@ -25,6 +25,7 @@ import logging
 import random
 import shutil
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +45,10 @@ from rag.store import require_store
 logger = logging.getLogger(__name__)
 
 Chunk = tuple[int, str | None, str]  # (id, heading, text), as the catalog gives them
-# progress(done, total, seconds_left): called after each training step (and each pseudo-question).
+# progress(done, total, seconds_left): called after each training step (and each pseudo-question), and every TICK_S
+# between them with the time left counting down: on a CPU one step may take many seconds.
 Progress = Callable[[int, int, float], None]
+TICK_S = 1.0
 REPORT_FILE = "loupe-finetune.json"
 # A sentence shorter than this says too little to find its passage by ("See Figure 2.").
 MIN_SENTENCE_WORDS = 5
@@ -157,8 +160,7 @@ def question_pairs(chunks: Sequence[Chunk], generator: Any, workers: int,
         return Pair(question, indexed_text(heading, text), chunk_id, "question") if question.endswith("?") else None
 
     pairs: list[Pair] = []
-    timer = _Timer(len(chunks), progress)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with _Timer(len(chunks), progress) as timer, ThreadPoolExecutor(max_workers=workers) as pool:
         for pair in pool.map(ask, chunks):
             if pair is not None:
                 pairs.append(pair)
@@ -245,13 +247,12 @@ def train(model: Any, pairs: list[Pair], options: FinetuneOptions, progress: Pro
     loss_function = MultipleNegativesRankingLoss(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=options.learning_rate)
     schedule = get_linear_schedule_with_warmup(optimizer, int(options.warmup_fraction * total), total)
-    timer = _Timer(total, progress)
     max_tokens = model.max_seq_length
     model.max_seq_length = min(max_tokens, options.max_tokens)
     model.train()
     try:
-        for epoch in epochs:
-            for batch in epoch:
+        with _Timer(total, progress) as timer:
+            for batch in (batch for epoch in epochs for batch in epoch):
                 columns = [[p.anchor for p in batch], [p.positive for p in batch]]
                 features = [_to_device(model.preprocess(texts), model.device) for texts in columns]
                 loss = loss_function(features, torch.zeros(len(batch)))
@@ -271,19 +272,51 @@ def _to_device(features: dict[str, Any], device: Any) -> dict[str, Any]:
 
 
 class _Timer:
-    """Counts steps and reports them with the time left, from the mean time per step so far."""
+    """Counts steps and reports them with the time left, from the mean time per step so far. Between steps a
+    thread reports it every TICK_S, counting down, so that a page following a slow step sees the time pass; the
+    reports never overlap (the CLI's bar and the app's job take them from either thread)."""
 
     def __init__(self, total: int, progress: Progress | None) -> None:
         self.total, self.progress, self.done = total, progress, 0
-        self.start = time.perf_counter()
+        self.start = self.last = time.perf_counter()
+        self._lock = threading.Lock()
+        self._over = threading.Event()
         if progress:
             progress(0, total, float("nan"))  # nothing measured yet: the time left is unknown
+            threading.Thread(target=self._count_down, name="finetune-time-left", daemon=True).start()
+
+    def __enter__(self) -> _Timer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._over.set()
 
     def tick(self) -> None:
-        self.done += 1
+        with self._lock:
+            self.done += 1
+            self.last = time.perf_counter()
+            if self.done >= self.total:
+                self._over.set()
+            self._report()
+
+    def seconds_left(self) -> float:
+        """The mean step's share of the steps to come, less the time the step under way has run; the steps after
+        that one keep their share when it runs long."""
+        if not self.done:
+            return float("nan")
+        per_step = (self.last - self.start) / self.done
+        to_come = self.total - self.done
+        return max(per_step * to_come - (time.perf_counter() - self.last), per_step * max(to_come - 1, 0))
+
+    def _report(self) -> None:
         if self.progress:
-            elapsed = time.perf_counter() - self.start
-            self.progress(self.done, self.total, elapsed / self.done * (self.total - self.done))
+            self.progress(self.done, self.total, self.seconds_left())
+
+    def _count_down(self) -> None:
+        while not self._over.wait(TICK_S):
+            with self._lock:
+                if self.done and not self._over.is_set():  # before the first step there is nothing to count down
+                    self._report()
 
 
 # --- the whole job --------------------------------------------------------------------------------------------

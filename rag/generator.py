@@ -31,6 +31,14 @@ class Generator(Protocol):
         """Whether the prompt plus `max_new_tokens` fit in the model's context window (as far as it is known)."""
         ...
 
+    def prompt_tokens(self, messages: list[Message]) -> int:
+        """The prompt's length in the model's tokens (an estimate where the backend has no tokenizer)."""
+        ...
+
+    def text_tokens(self, text: str) -> int:
+        """The length of an answer's text in the model's tokens (an estimate where the backend has no tokenizer)."""
+        ...
+
     def close(self) -> None:
         """Release what the backend holds (threads, connections); answers in flight may finish."""
         ...

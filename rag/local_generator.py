@@ -245,7 +245,13 @@ class LocalGenerator:
 
     def fits(self, messages: list[Message], max_new_tokens: int) -> bool:
         """Whether the prompt plus `max_new_tokens` fit in the model's context window."""
-        return len(self.prompt_ids(messages)) + max_new_tokens <= self.context_window
+        return self.prompt_tokens(messages) + max_new_tokens <= self.context_window
+
+    def prompt_tokens(self, messages: list[Message]) -> int:
+        return len(self.prompt_ids(messages))  # with the chat template, as the model reads it
+
+    def text_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @property
     def waiting(self) -> int:

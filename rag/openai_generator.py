@@ -83,8 +83,13 @@ class OpenAIGenerator(ServerClient):
 
     def fits(self, messages: list[Message], max_new_tokens: int) -> bool:
         """An estimate (see ASSUMED_CONTEXT_TOKENS): the server does not say how much its model reads."""
-        prompt = sum(approximate_tokens(m["content"]) for m in messages)
-        return prompt + max_new_tokens <= ASSUMED_CONTEXT_TOKENS
+        return self.prompt_tokens(messages) + max_new_tokens <= ASSUMED_CONTEXT_TOKENS
+
+    def prompt_tokens(self, messages: list[Message]) -> int:
+        return sum(approximate_tokens(m["content"]) for m in messages)  # the server's tokenizer is not ours to call
+
+    def text_tokens(self, text: str) -> int:
+        return approximate_tokens(text)
 
     def close(self) -> None:
         self._client.close()

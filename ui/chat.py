@@ -314,7 +314,7 @@ class ChatTab:
         self.stop.click(self.request_stop, None, None, concurrency_limit=None, concurrency_id="stop", **PRIVATE)
         self.cite_open.click(self.open_source, [self.cite_number, self.sources_state, page.kb_pick],
                              [self.context, self.sources], js=views.CITED_JS, **PRIVATE).then(
-            None, js=views.SHOW_CONTEXT_JS, **PRIVATE)
+            None, js=views.scroll_into_view_js("context"), **PRIVATE)
         self.mode.input(None, [self.mode], None, js=views.SAVE_MODE_JS, **PRIVATE)
         self.new_chat.click(self.new_conversation, conversation, self.shown, **PRIVATE)
         self.conversation_list.input(self.open_conversation, [page.kb_pick, self.conversation_list, page.chats],

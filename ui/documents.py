@@ -164,8 +164,11 @@ class DocumentsTab:
     def wire(self) -> None:
         page = self.page
         documents = page.documents_outputs
-        self.add.click(self.upload, [self.files, page.kb_pick], [self.progress, *documents], **INGEST).then(
-            lambda: None, None, self.files, **PRIVATE)
+        # Gradio's status tracker would estimate an upload's time from the uploads before it (its queue's average
+        # run of this event), whatever the files: the second upload showed the first one's time. The upload's own
+        # bar (views.progress_html) tells the time so far and the files done instead.
+        self.add.click(self.upload, [self.files, page.kb_pick], [self.progress, *documents], show_progress="hidden",
+                       **INGEST).then(lambda: None, None, self.files, **PRIVATE)
         self.library.select(self.select_row, None, self.doc_pick, **PRIVATE)
         self.delete_doc.click(self.ask_to_delete, [self.doc_pick, page.kb_pick], [self.confirm_row, self.confirm_text],
                               **PRIVATE)

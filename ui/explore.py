@@ -44,6 +44,7 @@ BIND_MAP_JS = """() => {
   bind(100);
 }"""
 POINT_JS = """(number, kb) => [window.__loupeExplorePoint || 0, kb]"""
+# The passage opens below the map, out of sight on most screens: bring it into view (as the Chat's sources do).
 UMAP_INFO = ("PCA is instant; UMAP keeps each passage's neighbours together but takes longer (its first map in a "
              "process also compiles it)")
 INTRO = ("See your knowledge base as vectors: where its passages sit, which words it treats as close, how an "
@@ -293,7 +294,8 @@ class ExploreTab:
                       self.from_chat.click(self.draw_chat_question, [self.projection, kb_pick, self.page.session],
                                            [self.map_question, *map_outputs], **PRIVATE)):
             drawn.then(None, js=BIND_MAP_JS, **PRIVATE)
-        self.point_open.click(self.open_point, [self.point, kb_pick], self.context, js=POINT_JS, **PRIVATE)
+        self.point_open.click(self.open_point, [self.point, kb_pick], self.context, js=POINT_JS, **PRIVATE).then(
+            None, js=views.scroll_into_view_js("explore-context"), **PRIVATE)
         self.train.click(self.train_words, [self.architecture, kb_pick], self.words_status,
                          concurrency_limit=4, concurrency_id="explore-train", **PRIVATE)
         self.find_neighbours.click(self.neighbours, [self.word, self.count, self.architecture, kb_pick],

@@ -70,10 +70,16 @@ PAGE_JS = """() => {
   }, true);
 }"""
 CITED_JS = """(number, found, kb) => [window.__loupeCite || 0, found, kb]"""
-SHOW_CONTEXT_JS = """() => {
-  const context = document.querySelector("#source-context");
-  if (context) context.scrollIntoView({block: "nearest"});
-}"""
+
+
+def scroll_into_view_js(elem_id: str) -> str:
+    """A Gradio `js` handler that scrolls the component `elem_id` into view (a passage opened below a click)."""
+    return f"""() => {{
+  const shown = document.getElementById("{elem_id}");
+  if (shown) shown.scrollIntoView({{block: "nearest"}});
+}}"""
+
+
 CSS = """
 .loupe-table {width: 100%; border-collapse: collapse; font-size: 0.9em}
 .loupe-table td, .loupe-table th {padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary)}
@@ -338,7 +344,7 @@ def context_html(passage) -> str:
     parts = [f"<p><mark>{html.escape(text)}</mark></p>" if is_cited else
              f"<p class='ctx-dim'>{html.escape(text)}</p>" for text, (_, is_cited) in zip(texts, passage) if text]
     title = citation(cited.file, cited.page, cited.heading)
-    return (f"<div class='loupe-context' id='source-context'><b>{title}</b> {web_link_html(cited.heading)}"
+    return (f"<div class='loupe-context'><b>{title}</b> {web_link_html(cited.heading)}"
             f"{''.join(parts)}</div>")
 
 

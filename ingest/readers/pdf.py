@@ -1,7 +1,8 @@
 """PDF reader (pypdf): the text layer page by page, embedded images, OCR for pages without text.
 
 The text layer is cleaned of what a printed page adds to the text: running headers and footers (page numbers
-among them), table-of-contents dot leaders, and words hyphenated across a line break.
+among them), table-of-contents dot leaders, and words hyphenated across a line break. A heading on its own line
+gets a blank line after it, so that it is not read as the start of the sentence below it.
 """
 
 from __future__ import annotations
@@ -120,6 +121,12 @@ _ROMAN_FOLIO = re.compile(r"[ivxlc]{1,6}", re.IGNORECASE)
 _DOT_LEADER = re.compile(r"[ \t]*(?:\.[ \t]?){4,}[ \t]*(?:\d+(?:[ \t]*,[ \t]*\d+)*|[ivxlc]{1,6}\b)?[ \t]*")
 # a lower-case word broken at a line end, its hyphen added by the typesetter ("iden-\ntifier")
 _BROKEN_WORD = re.compile(r"\b([A-Za-z]?[a-z]+)-\n([a-z]+)")
+# A heading on its own line ("Chapter 2", "2.4 Library Notes") is short, starts with no small letter and ends without
+# punctuation, and the line after it starts a sentence (a capital) and is clearly longer. A line wrapped inside a
+# paragraph is about as long as the next one, so it is not taken for a heading.
+MAX_HEADING_CHARS = 60
+HEADING_SHARE = 0.75  # a heading is at most this share of the next line's length
+_HEADING_END = re.compile(r"[\w)\]]")  # a heading's last character: no , ; : - nor end punctuation
 
 
 @dataclass(frozen=True)
@@ -181,7 +188,20 @@ def _cleaned(page: _PageLines, window: list[_PageLines]) -> str | None:
     top = _running_count(page.top(), [edge for other in others for edge in other.top()])
     bottom = _running_count(page.bottom(), [edge for other in others for edge in other.bottom()])
     body = page.lines[top:len(page.lines) - bottom] if top + bottom < len(page.lines) else []
-    return _joined_broken_words("\n".join(_DOT_LEADER.sub(_leader_gap, line) for line in body)).strip()
+    return _joined_broken_words(_with_heading_breaks([_DOT_LEADER.sub(_leader_gap, line) for line in body])).strip()
+
+
+def _with_heading_breaks(lines: list[str]) -> str:
+    """The lines joined, with a blank line after each heading: sentence splitting (ingest.chunking, rag.sentences)
+    ends a sentence at a blank line, and otherwise quotes "Chapter 2 The ASN.1 structure ..." as one sentence."""
+    return "".join(line + ("\n\n" if _is_heading(line, following) else "\n")
+                   for line, following in zip(lines, lines[1:])) + (lines[-1] if lines else "")
+
+
+def _is_heading(line: str, following: str) -> bool:
+    line, following = line.strip(), following.strip()
+    return (0 < len(line) <= MAX_HEADING_CHARS and not line[0].islower() and bool(_HEADING_END.fullmatch(line[-1]))
+            and following[:1].isupper() and len(line) <= HEADING_SHARE * len(following))
 
 
 def _running_count(edge: list[_EdgeLine], neighbours: list[_EdgeLine]) -> int:
@@ -207,6 +227,9 @@ def _joined_broken_words(text: str) -> str:
 
 
 _Found = tuple[str, bytes]  # the image's name, bytes PIL can open
+# the inline-image operator as a token: after a space or a delimiter that may end an operand, before a space or the
+# first key's slash (text shown with "BI" in it, "(BIT STRING) Tj", is not one: its stream is then parsed in vain)
+_INLINE_IMAGE = re.compile(rb"(?:^|[\s\])>}])BI(?=[\s/])")
 _ImageKey = list[str]  # an image's name in the page's resources, through the form XObjects that hold it
 
 
@@ -277,9 +300,12 @@ def _xobject_images(owner: DictionaryObject, prefix: _ImageKey, seen: set[int]) 
 
 
 def _inline_images(page: PageObject) -> Iterator[tuple[_ImageKey, Any]]:
-    """Images written into the content stream itself, with their settings (pypdf names them ~0~, ~1~, ...)."""
+    """Images written into the content stream itself, with their settings (pypdf names them ~0~, ~1~, ...).
+
+    A stream without the inline-image operator BI is not parsed: text extraction has parsed it once already, and a
+    second parse of every page is wasted on the few that hold inline images."""
     contents = page.get_contents()
-    if contents is None:
+    if contents is None or not _INLINE_IMAGE.search(contents.get_data()):  # the decoded bytes, cached: no parse
         return
     inline = (operands["settings"] for operands, operator in contents.operations if operator == b"INLINE IMAGE")
     for number, settings in enumerate(inline):

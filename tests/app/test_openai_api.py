@@ -110,6 +110,34 @@ def test_the_plain_entry_streams_the_generator_without_retrieval(client):
     assert "sources" not in whole.model_extra
 
 
+def test_replies_carry_usage_counted_with_the_generators_tokenizer(client, live):
+    """OpenAI's `usage`: in the completion; streamed, only when stream_options asks, in a last chunk without
+    choices (the `openai` client reads it there). The local generator's tokenizer counts, the prompt with its chat
+    template."""
+    generator = live.service.models.generator()
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": VAULT}]
+
+    def expected(text: str, prompt: list[dict[str, str]]) -> dict[str, int]:
+        answer = len(generator.tokenizer(text, add_special_tokens=False)["input_ids"])
+        asked = len(generator.prompt_ids(prompt))
+        return {"prompt_tokens": asked, "completion_tokens": answer, "total_tokens": asked + answer}
+
+    whole = client.chat.completions.create(model=PLAIN_MODEL, messages=messages, max_tokens=8)
+    text = whole.choices[0].message.content
+    assert whole.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) == expected(
+        text, messages)
+    assert whole.usage.prompt_tokens > len(VAULT.split()) and whole.usage.completion_tokens > 0
+    chunks = list(client.chat.completions.create(model=PLAIN_MODEL, messages=messages, max_tokens=8, stream=True,
+                                                 stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage
+    assert all(c.usage is None for c in chunks[:-1])
+    plain = list(client.chat.completions.create(model=PLAIN_MODEL, messages=messages, max_tokens=8, stream=True))
+    assert all(c.usage is None and c.choices for c in plain)  # not asked for: not sent
+    rag = client.chat.completions.create(model="loupe:default", messages=messages[1:])
+    assert rag.usage.model_dump(include={"prompt_tokens", "completion_tokens", "total_tokens"}) == expected(
+        rag.choices[0].message.content, messages[1:])
+
+
 @pytest.fixture(scope="module")
 def generating(start_app, tmp_path_factory, docs_dir):
     """An app in the default mode, generate: the tiny generator's words are noise, so its answers are refused."""
@@ -203,9 +231,11 @@ def test_open_webui_request_is_answered(http):
     with http.stream("POST", "/v1/chat/completions", content=json.dumps(body), headers=headers) as response:
         assert response.status_code == 200
         events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: {")]
-    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events)
+    *answer, usage = events  # include_usage: a last chunk without choices, as OpenAI sends it
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in answer)
     assert "botanist" in text
-    assert events[-1]["sources"] and "seed vault" in events[-1]["searched"]  # the follow-up, rewritten
+    assert answer[-1]["sources"] and "seed vault" in answer[-1]["searched"]  # the follow-up, rewritten
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] > 0
 
 
 @pytest.fixture(scope="module")

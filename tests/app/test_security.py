@@ -312,6 +312,6 @@ def test_a_document_cannot_make_the_browser_load_remote_images(page, live, http,
     expect(answer).to_contain_text("(https://boathouse.example/spare_key-hook)")
     assert "\\" not in answer.inner_text()
     page.locator("#sources .source-card").filter(has_text="spare-key.txt").first.click()
-    expect(page.locator("#source-context")).to_contain_text("html.png")
+    expect(page.locator("#context")).to_contain_text("html.png")
     page.wait_for_timeout(1000)  # a request the page made while rendering would have reached the beacon by now
     assert beacon.hits == []

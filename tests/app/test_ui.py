@@ -89,8 +89,8 @@ def test_upload_ask_and_see_the_streamed_answer_with_its_sources(page: Page, liv
 
     # Clicking a source shows the passage in its document, the cited text highlighted.
     page.locator("#sources .source-card").filter(has_text="aurora.md").first.click()
-    expect(page.locator("#source-context")).to_contain_text("aurora.md, § Seed vault")
-    expect(page.locator("#source-context mark")).to_contain_text("minus eighteen degrees")
+    expect(page.locator("#context")).to_contain_text("aurora.md, § Seed vault")
+    expect(page.locator("#context mark")).to_contain_text("minus eighteen degrees")
 
     # A follow-up is searched with the conversation, and the app says so.
     ask(page, "and who may open it?")

@@ -116,12 +116,12 @@ def test_a_citation_opens_its_source_in_context_within_the_window(page: Page, li
     link = page.locator("#chatbot [data-testid='bot'] a[href='#cite-1']").last
     expect(link).to_be_visible()
     link.click()
-    expect(page.locator("#source-context mark")).to_contain_text("station botanist")
+    expect(page.locator("#context mark")).to_contain_text("station botanist")
     expect(page.locator("#sources .source-card.selected")).to_contain_text("[1]")
-    wait_until(lambda: in_view(page, "#source-context"), "the passage in context inside the window")
+    wait_until(lambda: in_view(page, "#context"), "the passage in context inside the window")
     # a source card opens the same way
     page.locator("#sources .source-card").first.click()
-    expect(page.locator("#source-context")).to_contain_text("aurora.md")
+    expect(page.locator("#context")).to_contain_text("aurora.md")
 
 
 def test_each_mode_is_explained_and_the_choice_survives_a_reload(page: Page, live):

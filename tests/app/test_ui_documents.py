@@ -109,3 +109,35 @@ def test_the_library_shows_each_documents_image_tags_and_a_search_by_tag_finds_t
     page.get_by_role("button", name="Search by text").click()
     expect(page.locator("#image-results")).to_contain_text("other.png, page 1")
     expect(page.locator("#image-results")).to_contain_text(tags[-1].label)
+
+
+
+# Records every text Gradio's status trackers show over the upload's outputs ("processing | 0.5/7.1s": the time so
+# far, then its estimate of the whole), as it changes.
+WATCH_TRACKERS_JS = """() => {
+  window.__loupeTrackers = [];
+  const trackers = "#progress .wrap, #library .wrap";
+  new MutationObserver(() => {
+    for (const tracker of document.querySelectorAll(trackers)) {
+      // a tracker told to hide stays in the page, at opacity 0
+      if (tracker.checkVisibility({opacityProperty: true})) window.__loupeTrackers.push(tracker.textContent.trim());
+    }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+}"""
+ESTIMATE = re.compile(r"\d/\d+(\.\d+)?s")
+
+
+def test_an_upload_shows_no_time_estimate_carried_over_from_the_last_one(page: Page, live, docs_dir, tmp_path):
+    """Gradio estimates an event's time from the same event's past runs: the second upload was shown the first
+    one's time ("0.5/7.1s"), whatever its files. The upload's own bar tells the time so far instead."""
+    open_documents(page, live)
+    upload(page, docs_dir / "aurora.md")
+    expect(page.locator("#upload-progress tr[data-file='aurora.md']")).to_contain_text(re.compile("added|unchanged"))
+    expect(page.locator("#upload a")).to_have_count(0)  # the files picked are cleared once they are in
+    page.evaluate(WATCH_TRACKERS_JS)
+    (tmp_path / "second.txt").write_text("A second upload, smaller or larger than the first one.\n")
+    upload(page, tmp_path / "second.txt")
+    expect(page.locator("#upload-progress tr[data-file='second.txt']")).to_contain_text("added")
+    expect(page.locator("#upload-overall")).to_contain_text(re.compile(r"\d+ s elapsed"))
+    shown = page.evaluate("window.__loupeTrackers")
+    assert not [text for text in shown if ESTIMATE.search(text)], shown

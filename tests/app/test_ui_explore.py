@@ -65,6 +65,23 @@ def test_map_points_hover_and_a_click_opens_the_passage(page: Page, live):
     expect(context.locator("mark")).to_contain_text(" ".join(snippet.split()[:6]))
 
 
+def test_a_click_on_the_map_scrolls_the_passage_below_it_into_view(page: Page, live):
+    """The passage opens below the map: with the map filling a laptop's window it is out of sight until the page
+    scrolls to it."""
+    page.set_viewport_size({"width": 1280, "height": 560})
+    open_explore(page, live, "Map")
+    page.click("#explore-draw")
+    points = page.locator("#explore-map .scatterlayer .point")
+    expect(points.first).to_be_visible()
+    page.locator("#explore-map").evaluate("map => map.scrollIntoView({block: 'start'})")
+    highest = min(points.all(), key=lambda point: point.bounding_box()["y"])
+    x, y = point_at(page, highest)
+    page.mouse.click(x, y)
+    context = page.locator("#explore-context .loupe-context")
+    expect(context).to_be_attached()
+    expect(context).to_be_in_viewport()
+
+
 def test_a_question_typed_or_asked_in_chat_is_drawn_with_its_passages(page: Page, live):
     open_explore(page, live, "Map")
     page.fill("#explore-question textarea", "When do supply flights land?")

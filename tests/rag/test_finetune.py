@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from rag import finetune as finetune_module
 from rag.cli import main
 from rag.components import Models
 from rag.finetune import (
@@ -17,6 +19,7 @@ from rag.finetune import (
     FinetuneError,
     FinetuneOptions,
     Pair,
+    _Timer,
     batches,
     build_pairs,
     finetune,
@@ -25,6 +28,7 @@ from rag.finetune import (
 from rag.store import KnowledgeBase, KnowledgeBaseMissing
 from rag.text_embedder import TextEmbedder
 from tests.conftest import make_settings
+from tests.threads import wait_until
 
 # Thirty tools, one section each: a heading and three sentences that only fit that tool.
 TOOLS = [
@@ -117,7 +121,9 @@ def test_one_epoch_writes_a_model_that_loads_as_the_text_embedder(tuned, text_em
     report, out, calls, phases = tuned
     assert phases == ["training"]  # no pseudo-questions unless asked
     total = calls[0][1]
-    assert [c[0] for c in calls] == list(range(total + 1)) and calls[-1][2] == 0.0
+    steps = [c[0] for c in calls]
+    # every step in order, each reported once it is done (and again while the next one runs, if it runs long)
+    assert sorted(steps) == steps and sorted(set(steps)) == list(range(total + 1)) and calls[-1][2] == 0.0
     assert report.pairs["heading"] > 0 and report.pairs["sentence"] > 0
     assert report.held_back_chunks == 6 and report.held_back_pairs == 12  # 20% of 30 chunks, 2 pairs each
     assert 0 < report.before.mrr <= 1 and 0 < report.after.mrr <= 1
@@ -175,3 +181,24 @@ def test_bad_input_gives_a_clear_error(tools_store, tmp_path, text_embedder, cap
     assert main(["finetune", "--store", str(empty), "--out", str(tmp_path / "out")]) == 1
     assert capsys.readouterr().err.strip() == "error: the knowledge base 'empty' has no text to learn from: " \
                                               "ingest documents first"
+
+
+def test_the_time_left_counts_down_while_a_step_runs(monkeypatch):
+    """A training step may take many seconds on a CPU: the time left must move between steps, not wait for the next
+    one (the page showed it frozen). The ticking is made fast here (TICK_S); no duration is asserted."""
+    monkeypatch.setattr(finetune_module, "TICK_S", 0.01, raising=False)
+    calls: list[tuple[int, int, float]] = []
+    timer = _Timer(4, lambda *call: calls.append(call))
+    threading.Event().wait(0.3)  # the first step
+    timer.tick()
+    wait_until(lambda: sum(done == 1 for done, _, _ in calls) >= 6, "the time left reported between steps")
+    for _ in range(3):
+        timer.tick()  # the last step ends the phase
+    after_first = [left for done, _, left in calls if done == 1]
+    assert after_first[0] > after_first[-1] and after_first == sorted(after_first, reverse=True)  # counting down
+    # the two steps after the one under way keep their share: about 2/3 of the three steps' time
+    assert after_first[-1] >= after_first[0] * 2 / 3 * 0.99
+    count = len(calls)
+    threading.Event().wait(0.1)
+    assert len(calls) == count  # the phase is over: nothing more is reported
+
