@@ -51,3 +51,17 @@ def make_pdf(path: Path, pages: list[list[str]], images: dict[int, Image.Image] 
             pdf.image(images[number], w=40)
     pdf.output(str(path))
     return path
+
+
+REPORT_TOPICS = ["glaciers", "volcanoes", "coral reefs", "deserts", "rainforests", "tundra", "estuaries", "savannas"]
+
+
+def write_reports(folder: Path, count: int, paragraphs: int = 16) -> Path:
+    """`count` survey reports as text files, report-00.txt on; every paragraph's wording is the report's own."""
+    folder.mkdir()
+    for n in range(count):
+        topic = REPORT_TOPICS[n % len(REPORT_TOPICS)]
+        text = [f"Report {n} paragraph {p} on {topic}: field station {n * 100 + p} measured values that changed by "
+                f"{p + n} percent over the season, as the survey team noted in detail." for p in range(paragraphs)]
+        (folder / f"report-{n:02d}.txt").write_text("\n\n".join(text))
+    return folder

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -144,3 +145,40 @@ def tiny_generator_dir(smollm2_dir, tmp_path_factory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+# The corpus the kill tests stop an ingest of: twelve reports of ~40 small chunks each fill more than one of the
+# ingest's embedding batches (ingest.pipeline.CHUNK_BATCH), so a kill after the third commit lands mid-ingest.
+KILL_REPORTS = 12
+KILL_CHUNKING = {"chunk_tokens": 24, "chunk_overlap": 4}
+
+
+def kill_env(store: Path | str, cache_dir: Path = TEST_CACHE) -> dict[str, str]:
+    """The whole environment of the `python -m rag ingest` a kill test stops: the corpus's chunking, no CLIP."""
+    return {**os.environ, **cli_env(LOUPE_STORE=str(store), LOUPE_CACHE_DIR=str(cache_dir), LOUPE_CLIP_MODEL="none",
+                                    LOUPE_CHUNK_TOKENS=str(KILL_CHUNKING["chunk_tokens"]),
+                                    LOUPE_CHUNK_OVERLAP=str(KILL_CHUNKING["chunk_overlap"]))}
+
+
+class KillCorpus(NamedTuple):
+    folder: Path
+    chunks: dict[str, int]  # each report's chunk count in an uninterrupted ingest: what "whole" means
+
+
+@pytest.fixture(scope="session")
+def kill_corpus(tmp_path_factory, text_embedder) -> KillCorpus:
+    """The reports, and the reference every killed ingest's documents are compared with, ingested once for all the
+    kill tests (a chunk count needs no sentence vectors: that pass is left out)."""
+    from ingest.pipeline import SENTENCES_LATER, Ingestor
+    from rag.store import KnowledgeBase
+    from tests.builders import write_reports
+
+    folder = write_reports(tmp_path_factory.mktemp("kill") / "reports", KILL_REPORTS)
+    store = folder.parent / "reference"
+    reference = KnowledgeBase(store, text_embedder.model_id, use_gpu=False)
+    try:
+        Ingestor(reference, make_settings(store, **KILL_CHUNKING), text_embedder, sentences=SENTENCES_LATER
+                 ).ingest([folder])
+        return KillCorpus(folder, {d.name: d.chunks for d in reference.documents()})
+    finally:
+        reference.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
 import subprocess
@@ -12,23 +11,9 @@ import time
 from ingest.pipeline import Ingestor
 from rag.settings import PROJECT_ROOT
 from rag.store import KnowledgeBase
-from tests.conftest import TEST_CACHE, make_settings
+from tests.conftest import KILL_CHUNKING, KillCorpus, kill_env, make_settings
 
-TOPICS = ["glaciers", "volcanoes", "coral reefs", "deserts", "rainforests", "tundra", "estuaries", "savannas"]
-# Enough files that a kill after the third commit lands mid-ingest (each file is ~40 chunks, far longer to embed
-# than the 20 ms between two looks at the catalog), few enough that the two uninterrupted ingests below stay short.
-FILES = 12
 KILL_AFTER = 3
-
-
-def write_corpus(folder, count=FILES):
-    folder.mkdir()
-    for n in range(count):
-        topic = TOPICS[n % len(TOPICS)]
-        paragraphs = [f"Report {n} paragraph {p} on {topic}: field station {n * 100 + p} measured values that "
-                      f"changed by {p + n} percent over the season, as the survey team noted in detail."
-                      for p in range(16)]
-        (folder / f"report-{n:02d}.txt").write_text("\n\n".join(paragraphs))
 
 
 def documents_in(store) -> int:
@@ -39,29 +24,23 @@ def documents_in(store) -> int:
         return 0
 
 
-def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text_embedder):
-    corpus = tmp_path / "corpus"
-    write_corpus(corpus)
+def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text_embedder, kill_corpus: KillCorpus):
+    corpus, expected = kill_corpus
+    files = len(expected)
     store = tmp_path / "kb"
     # Small chunks: many per file, so the files' writes spread over the run and the kill lands mid-ingest.
-    chunking = {"chunk_tokens": 24, "chunk_overlap": 4}
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(TEST_CACHE), "LOUPE_CLIP_MODEL": "none",
-           "LOUPE_CHUNK_TOKENS": "24", "LOUPE_CHUNK_OVERLAP": "4"}
     process = subprocess.Popen([sys.executable, "-m", "rag", "ingest", str(corpus), "--store", str(store), "--quiet"],
-                               cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               cwd=PROJECT_ROOT, env=kill_env(store), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     while documents_in(store) < KILL_AFTER and process.poll() is None and time.time() < deadline:
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
     stored = documents_in(store)
-    assert KILL_AFTER <= stored < FILES, f"the kill should land mid-ingest, found {stored} documents"
+    assert KILL_AFTER <= stored < files, f"the kill should land mid-ingest, found {stored} documents"
 
-    # The reference: the same files ingested without interruption.
-    reference = KnowledgeBase(tmp_path / "reference", text_embedder.model_id, use_gpu=False)
-    Ingestor(reference, make_settings(tmp_path / "reference", **chunking), text_embedder).ingest([corpus])
-    expected = {d.name: d.chunks for d in reference.documents()}
-
+    # `expected`: each file's chunks when the same files are ingested without interruption (the fixture's reference)
     kb = KnowledgeBase(store, text_embedder.model_id, use_gpu=False)
     assert list((store / "staging").iterdir()) == []  # the killed process's half-staged file is gone
     documents = kb.documents()
@@ -73,11 +52,11 @@ def test_killed_ingest_leaves_whole_documents_and_a_working_index(tmp_path, text
                                                   (ch.id for ch in kb.chunks_of_document(d.id)))
 
     # Running the same ingest again completes the store: whole documents are duplicates, the rest arrive.
-    report = Ingestor(kb, make_settings(store, **chunking), text_embedder).ingest([corpus])
+    report = Ingestor(kb, make_settings(store, **KILL_CHUNKING), text_embedder).ingest([corpus])
     statuses = [o.status for o in report.outcomes]
-    assert statuses.count("duplicate") == len(documents) and statuses.count("added") == FILES - len(documents)
+    assert statuses.count("duplicate") == len(documents) and statuses.count("added") == files - len(documents)
     assert {d.name: d.chunks for d in kb.documents()} == expected
-    last = f"report-{FILES - 1:02d}.txt"  # added by the second run: the kill came before it
+    last = f"report-{files - 1:02d}.txt"  # added by the second run: the kill came before it
     first = kb.chunks_of_document(kb.resolve(last).id)[0]  # "Report 11 paragraph 0 ...": unique
     hit, score = kb.search_chunks(text_embedder.embed([first.text]), 1)[0]
     assert hit.id == first.id and score > 0.99

@@ -6,7 +6,6 @@ the Retriever, the library of knowledge bases, and the CLI in a real process tha
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from rag.settings import PROJECT_ROOT
 from rag.store import ModelMismatch
 from rag.store_factory import open_store
 from tests.builders import make_pdf, sample_image
-from tests.conftest import make_settings
+from tests.conftest import KILL_CHUNKING, KillCorpus, kill_env, make_settings
 
 TOPICS = {
     "glaciers.txt": "Glaciers are rivers of ice that move slowly downhill under their own weight and carve valleys.",
@@ -204,19 +203,12 @@ def _document_count(location) -> int:
         return 0
 
 
-def test_a_killed_ingest_leaves_each_document_whole_or_absent(location, settings, models, tmp_path):
-    corpus = tmp_path / "reports"
-    corpus.mkdir()
-    reports = 12  # enough for the kill to land with documents stored and documents still to come
-    for n in range(reports):
-        paragraphs = [f"Report {n} paragraph {p}: station {n * 100 + p} measured a change of {p + n} percent over "
-                      "the season, as the survey team noted in detail." for p in range(16)]
-        (corpus / f"report-{n:02d}.txt").write_text("\n\n".join(paragraphs))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "LOUPE_CACHE_DIR": str(settings.cache_dir),
-           "LOUPE_CLIP_MODEL": "none", "LOUPE_CHUNK_TOKENS": "24", "LOUPE_CHUNK_OVERLAP": "4",
-           "LOUPE_STORE": str(location)}
+def test_a_killed_ingest_leaves_each_document_whole_or_absent(location, settings, models, kill_corpus: KillCorpus):
+    corpus, expected = kill_corpus  # expected: each report's chunks in an uninterrupted ingest
+    reports = len(expected)
     process = subprocess.Popen([sys.executable, "-m", "rag", "ingest", str(corpus), "--quiet"], cwd=PROJECT_ROOT,
-                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               env=kill_env(location, settings.cache_dir), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while _document_count(location) < 3 and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -227,12 +219,7 @@ def test_a_killed_ingest_leaves_each_document_whole_or_absent(location, settings
     stored = _document_count(location)
     assert 3 <= stored < reports, f"the kill should land mid-ingest, found {stored} documents"
 
-    chunking = make_settings(location, cache_dir=settings.cache_dir, chunk_tokens=24, chunk_overlap=4)
-    reference = open_store(tmp_path / "reference", models.text_embedder.model_id)
-    Ingestor(reference, chunking, models.text_embedder).ingest([corpus])
-    expected = {d.name: d.chunks for d in reference.documents()}
-    reference.close()
-
+    chunking = make_settings(location, cache_dir=settings.cache_dir, **KILL_CHUNKING)
     kb = open_store(location, models.text_embedder.model_id, cache_dir=settings.cache_dir)
     try:
         documents = kb.documents()
