@@ -89,7 +89,10 @@ class Projector:
         # cosine: the stored vectors are compared by cosine everywhere else in Loupe
         neighbours = max(2, min(15, len(vectors) - 1))
         self._fitted = _unit(vectors)  # for placing other vectors (transform)
-        reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, metric="cosine", random_state=seed)
+        # The exact neighbours, from FAISS: UMAP's own search is a numba function compiled anew in every process
+        # (about 10 CPU s before the first map).
+        reducer = umap.UMAP(n_components=2, n_neighbors=neighbours, metric="cosine", random_state=seed,
+                            precomputed_knn=_cosine_neighbours(self._fitted, neighbours))
         return np.asarray(reducer.fit_transform(vectors), dtype=np.float32)
 
     def transform(self, vectors: np.ndarray) -> np.ndarray:
@@ -108,6 +111,22 @@ class Projector:
         weights = np.clip(np.take_along_axis(cosines, nearest, axis=1), 1e-6, None)
         return ((weights[..., None] * self.coordinates[nearest]).sum(axis=1) / weights.sum(axis=1, keepdims=True)
                 ).astype(np.float32)
+
+
+def _cosine_neighbours(unit: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's `count` nearest rows by cosine, itself first (as UMAP's precomputed_knn wants them, even where a
+    duplicate row ties with it), and their cosine distances."""
+    import faiss
+
+    index = faiss.IndexFlatIP(unit.shape[1])
+    index.add(np.ascontiguousarray(unit, dtype=np.float32))
+    cosines, ids = index.search(np.ascontiguousarray(unit, dtype=np.float32), count)
+    rows = np.arange(len(unit))[:, None]
+    is_self = ids == rows
+    order = np.argsort(is_self, axis=1, kind="stable")[:, :count - 1]  # the others, nearest first
+    ids = np.hstack([rows, np.take_along_axis(ids, order, axis=1)]).astype(np.int32)
+    cosines = np.hstack([np.ones_like(rows, dtype=np.float32), np.take_along_axis(cosines, order, axis=1)])
+    return ids, np.clip(1.0 - cosines, 0.0, None).astype(np.float32)
 
 
 def _unit(vectors: np.ndarray) -> np.ndarray:
