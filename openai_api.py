@@ -366,11 +366,13 @@ def add_openai_routes(app: FastAPI, service: LoupeService) -> None:
             reply = plain_reply(service, messages, min(wanted, settings.max_new_tokens))
         else:
             reply = rag_reply(service, kb, messages)
-        usage = Usage.of(service.models.generator(), messages)
+        def usage() -> Usage:  # counted only where the reply carries it: counting may load the local model
+            return Usage.of(service.models.generator(), messages)
+
         if not request.stream:
-            return completion(request.model, reply, usage)
+            return completion(request.model, reply, usage())
         wants_usage = request.stream_options is not None and request.stream_options.include_usage
-        return event_stream(request.model, reply, usage if wants_usage else None)
+        return event_stream(request.model, reply, usage() if wants_usage else None)
 
     @router.post("/embeddings")
     def embeddings(request: EmbeddingsRequest) -> dict:
