@@ -6,6 +6,7 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 WORDS = ("harbour lighthouse keeper ledger cargo vessel tide storm winter engine valve pressure survey station "
@@ -37,9 +38,12 @@ def make_pdf(path: Path, pages: int, seed: int = 0) -> Path:
 
 
 class PeakRss:
-    """Samples this process's resident memory every 20 ms; `peak_mb` is the highest seen."""
+    """Samples this process's resident memory every 20 ms (or what `read` returns, in bytes, every `interval_s`);
+    `peak` is the highest seen."""
 
-    def __init__(self) -> None:
+    def __init__(self, read: Callable[[], int] | None = None, interval_s: float = 0.02) -> None:
+        self.read = read or self.current
+        self.interval_s = interval_s
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -51,18 +55,18 @@ class PeakRss:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self.current())
-            time.sleep(0.02)
+            self.peak = max(self.peak, self.read())
+            time.sleep(self.interval_s)
 
     def __enter__(self) -> PeakRss:
-        self.start = self.current()
+        self.start = self.read()
         self._thread.start()
         return self
 
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self.current())
+        self.peak = max(self.peak, self.read())
 
     @property
     def growth_mb(self) -> float:

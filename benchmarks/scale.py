@@ -21,7 +21,10 @@ Measured (query embedding excluded: the queries' vectors are given, as the Retri
 - recall_at_10: the store's dense top 10 against exact search (a brute-force scan of the same vectors);
 - add_document_s / delete_document_s: one 10-page document (30 chunks): the commit, flush() and the BM25
   index catching up, i.e. until a search sees it (the median of three);
-- rss_mb: this process's resident memory at the end; disk_mb: the store's size on disk.
+- rss_mb: this process's resident memory at the end; disk_mb: the store's size on disk;
+- server_memory_mb / server_peak_memory_mb (postgres, a server the benchmark started): the server's processes'
+  proportional set size at the end / the highest seen, sampled each second (index builds included);
+- ef_search_sweep (postgres, --ef-search): dense and hybrid search time and recall@10 with each hnsw.ef_search.
 
 With --folder, the store is kept; a later run on the same folder and --chunks skips the fill and measures the
 store as a new process opens it (the exact top 10 is then computed from the stored vectors). A fill stopped with
@@ -44,7 +47,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -200,6 +204,28 @@ def server_cpu_clock(kb: KnowledgeBaseStore) -> Callable[[], float] | None:
     return lambda: int(stat.read_text().split()[0]) / 1e9
 
 
+def server_memory(data: Path) -> Callable[[], int]:
+    """A reader of the memory of the PostgreSQL server whose data folder is `data`, in bytes: the proportional set
+    size (PSS) of the postmaster and its children, so that the shared buffers every process maps count once."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+
+    def read() -> int:
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])  # after the name: state, then ppid
+                if postmaster not in (int(stat.parent.name), parent):
+                    continue
+                pss = next(line for line in (stat.parent / "smaps_rollup").read_text().splitlines()
+                           if line.startswith("Pss:"))
+                total += int(pss.split()[1]) * 1024
+            except (OSError, ValueError, IndexError, StopIteration):
+                continue  # a process that ended meanwhile, or one this user may not read
+        return total
+
+    return read
+
+
 def _percentiles(milliseconds: list[float]) -> dict[str, float]:
     return {"p50": round(float(np.percentile(milliseconds, 50)), 2),
             "p95": round(float(np.percentile(milliseconds, 95)), 2)}
@@ -273,23 +299,58 @@ def _start_server(data: Path) -> pgserver.PostgresServer:
     return pgserver.get_server(str(data), cleanup_mode="stop")
 
 
-def run(chunks: int, backend: str, postgres_url: str | None, folder: Path, ann: str = "auto") -> dict:
+def ef_search_sweep(kb: KnowledgeBaseStore, values: list[int], query_vectors: np.ndarray, query_texts: list[str],
+                    exact: ExactSearch, cache_dir: Path) -> list[dict]:
+    """Dense and hybrid search time and recall@10 of a PostgreSQL store opened again with each `ef_search` (the
+    URL parameter): the HNSW search's candidate list, traded between recall and server time."""
+    from rag.store_factory import open_store
+
+    rows = []
+    for value in values:
+        store = open_store(replace(kb.location, ef_search=value).with_kb(kb.location.kb), MODEL, cache_dir=cache_dir)
+        try:
+            retriever = Retriever(store, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
+            server_clock = server_cpu_clock(store)
+            timings = {mode: timed_percentiles(lambda i, mode=mode, retriever=retriever: retriever.search(
+                query_texts[i], K, mode, query_vectors[i]), QUERIES, server_clock) for mode in ("dense", "hybrid")}
+            rows.append({"ef_search": value, "recall_at_10": recall(store, exact),
+                         "search_ms": {m: t[0] for m, t in timings.items()},
+                         "server_cpu_ms": {m: t[2] for m, t in timings.items()} if server_clock else None})
+            logger.info("ef_search %d: %s", value, rows[-1])
+        finally:
+            store.close()
+    return rows
+
+
+def run(chunks: int, backend: str, postgres_url: str | None, folder: Path, ann: str = "auto",
+        ef_search: list[int] | None = None) -> dict:
     load_at_start = os.getloadavg()[0]
     corpus = SyntheticCorpus(chunks)
     query_vectors = corpus.vectors(QUERIES)
     query_texts = corpus.queries(QUERIES)
     exact = ExactSearch(query_vectors, K)
     with PeakRss() as peak, open_backend(backend, postgres_url, folder, ann) as (kb, disk_folder):
-        result = measure(kb, corpus, chunks, query_vectors, query_texts, exact)
+        # the server's memory, when the benchmark started it (a server given by URL may be on another machine)
+        server = server_memory(disk_folder) if backend == "postgres" and postgres_url is None else None
+        with PeakRss(server, interval_s=1.0) if server else nullcontext() as server_peak:
+            result = measure(kb, corpus, chunks, query_vectors, query_texts, exact)
+        if server:
+            result["server_memory_mb"] = round(server() / 2**20, 1)
+            result["server_peak_memory_mb"] = round(server_peak.peak / 2**20, 1)
         result["backend"] = backend
         result["rss_mb"] = round(PeakRss.current() / 2**20, 1)
+        if ef_search:
+            result["ef_search_sweep"] = ef_search_sweep(kb, ef_search, query_vectors, query_texts, exact,
+                                                        folder / "cache")
         kb.close()
         result["disk_mb"] = round(sum(p.stat().st_size for p in disk_folder.rglob("*") if p.is_file()) / 2**20, 1)
     result["peak_rss_mb"] = round(peak.peak / 2**20, 1)
     result["load_average"] = {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)}
     return {key: result[key] for key in ("chunks", "backend", "search_ms", "cpu_ms", "server_cpu_ms", "recall_at_10",
-                                         "add_document_s", "delete_document_s", "rss_mb", "peak_rss_mb", "disk_mb",
-                                         "fill_s", "bm25_build_s", "load_average")}
+                                         "add_document_s", "delete_document_s", "rss_mb", "peak_rss_mb",
+                                         "server_memory_mb", "server_peak_memory_mb", "disk_mb",
+                                         "fill_s", "bm25_build_s", "load_average", "ef_search_sweep")
+            if key in result}
 
 
 def measure(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, chunks: int, query_vectors: np.ndarray,
@@ -330,12 +391,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--postgres-url", default=None, help="an existing server; default: start one (pgserver)")
     parser.add_argument("--folder", type=Path, default=None, help="where to build the store (default: a temp folder)")
     parser.add_argument("--ann", choices=ANN_KINDS, default="auto", help="the folder store's vector index")
+    parser.add_argument("--ef-search", default="",
+                        help="postgres: also measure dense and hybrid search and recall with each of these "
+                             "comma-separated hnsw.ef_search values (e.g. 40,100,200)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object")
     args = parser.parse_args(argv)
+    ef_search = [int(value) for value in args.ef_search.split(",") if value.strip()]
+    if ef_search and args.backend != "postgres":
+        parser.error("--ef-search is pgvector's setting: it needs --backend postgres")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     with tempfile.TemporaryDirectory(prefix="loupe-scale-") as temp:
         folder = args.folder or Path(temp) / "kb"
-        result = run(args.chunks, args.backend, args.postgres_url, folder, args.ann)
+        result = run(args.chunks, args.backend, args.postgres_url, folder, args.ann, ef_search)
     if args.json:
         print(json.dumps(result))
     else:

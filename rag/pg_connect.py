@@ -1,8 +1,10 @@
 """Connecting to PostgreSQL for a knowledge base: the --store URL, one-line errors, the schema of a knowledge base.
 
 A URL is `postgresql://user:password@host:5432/database?kb=NAME`: `kb` (Loupe's own parameter, removed before
-connecting) picks the knowledge base inside the database, "default" when absent. Every other parameter goes to
-libpq as it is (sslmode, options, ...). Each knowledge base is one schema, `loupe_<name>`: its tables, its HNSW
+connecting) picks the knowledge base inside the database, "default" when absent. `ef_search=N` (also Loupe's)
+sets pgvector's hnsw.ef_search, the HNSW search's candidate list: larger finds more of the exact neighbours and
+costs more server time (docs/BENCHMARKS.md measures it). Every other parameter goes to libpq as it is (sslmode,
+options, ...). Each knowledge base is one schema, `loupe_<name>`: its tables, its HNSW
 index (whose dimension is the text model's) and its permissions stay apart from the others', and deleting one is
 one DROP SCHEMA.
 
@@ -26,10 +28,17 @@ logger = logging.getLogger(__name__)
 DEFAULT_KB = "default"
 SCHEMA_PREFIX = "loupe_"
 CONNECT_TIMEOUT_S = 10
-INDEX_BUILD_MEMORY = "3GB"  # for building the HNSW index in one go: a million 384-d vectors' graph is about 1.8 GB
+INDEX_BUILD_MEMORY = "4GB"  # for building the HNSW index in one go: a million 384-d vectors' graph is about 2.6 GB
+# The HNSW graph as dense as the folder store's (rag.vector_index: M 32, ef_construction 80): pgvector's default
+# (m 16, ef_construction 64) kept recall@10 at 0.996 at 100k chunks but lost it to 0.931 at 780k on the scale
+# benchmark's clustered vectors (docs/BENCHMARKS.md). An index built earlier keeps its own (docs/DEPLOY.md).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
 # Vectors are found by HNSW; a wider search list than pgvector's default 40 keeps recall@100 (the fusion's
 # candidate depth) near exact search, and iterative scans return k rows even when k exceeds it.
 HNSW_EF_SEARCH = 200
+EF_SEARCH_LIMIT = 1000  # pgvector's own bound
+OWN_PARAMETERS = ("kb", "ef_search")  # the URL's parameters that Loupe reads and libpq never sees
 
 
 class DatabaseError(LoupeError):
@@ -62,6 +71,7 @@ class Location:
     port: str
     database: str
     user: str
+    ef_search: int = HNSW_EF_SEARCH
 
     @property
     def server(self) -> str:
@@ -76,7 +86,8 @@ class Location:
     def with_kb(self, kb: str) -> str:
         """The full URL (password included) of another knowledge base in the same database."""
         parts = urlsplit(self.conninfo)
-        query = urlencode([*parse_qsl(parts.query), ("kb", kb)])
+        own = [("ef_search", str(self.ef_search))] if self.ef_search != HNSW_EF_SEARCH else []
+        query = urlencode([*parse_qsl(parts.query), ("kb", kb), *own])
         return urlunsplit(parts._replace(query=query))
 
     @property
@@ -88,8 +99,8 @@ def parse_location(url: str, kb: str | None = None) -> Location:
     """Split a --store URL into what libpq reads and Loupe's `kb` parameter; `kb` given here wins over the URL's."""
     parts = urlsplit(url)
     params = parse_qsl(parts.query, keep_blank_values=True)
-    own = dict(p for p in params if p[0] == "kb")
-    rest = [p for p in params if p[0] != "kb"]
+    own = dict(p for p in params if p[0] in OWN_PARAMETERS)
+    rest = [p for p in params if p[0] not in OWN_PARAMETERS]
     conninfo = urlunsplit(parts._replace(query=urlencode(rest)))
     try:
         info = psycopg.conninfo.conninfo_to_dict(conninfo)
@@ -100,7 +111,16 @@ def parse_location(url: str, kb: str | None = None) -> Location:
     return Location(conninfo, kb or own.get("kb") or DEFAULT_KB,
                     "local socket" if host.startswith("/") else host,  # a socket folder is a server path
                     str(info.get("port") or "5432"), str(info.get("dbname") or info.get("user") or "postgres"),
-                    str(info.get("user") or "postgres"))
+                    str(info.get("user") or "postgres"), _ef_search(own.get("ef_search")))
+
+
+def _ef_search(value: str | None) -> int:
+    if value is None:
+        return HNSW_EF_SEARCH
+    if not value.isdigit() or not 1 <= int(value) <= EF_SEARCH_LIMIT:
+        raise DatabaseError(f"the --store URL's ef_search must be a whole number from 1 to {EF_SEARCH_LIMIT}, "
+                            f"not {value!r}")
+    return int(value)
 
 
 def schema_name(kb: str) -> str:
@@ -120,7 +140,7 @@ def connect(location: Location, *, autocommit: bool = True) -> psycopg.Connectio
         from pgvector.psycopg import register_vector
 
         register_vector(conn)
-        conn.execute(f"SET hnsw.ef_search = {HNSW_EF_SEARCH}")
+        conn.execute(f"SET hnsw.ef_search = {int(location.ef_search)}")
         conn.execute("SET hnsw.iterative_scan = strict_order")
         conn.autocommit = autocommit
     except BaseException:
@@ -226,7 +246,8 @@ CREATE TABLE IF NOT EXISTS chunks (
     sentence_vectors bytea
 );
 CREATE INDEX IF NOT EXISTS chunks_document ON chunks (document_id, ordinal);
-CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops);
+CREATE INDEX IF NOT EXISTS chunks_embedding ON chunks USING hnsw (embedding vector_ip_ops)
+    WITH (m = {hnsw_m}, ef_construction = {hnsw_ef_construction});
 CREATE TABLE IF NOT EXISTS terms (         -- BM25's postings (the store deletes them with their chunk)
     term text NOT NULL,
     chunk_id bigint NOT NULL,
@@ -266,9 +287,12 @@ def create_tables(conn: psycopg.Connection, kb: str, dim: int) -> None:
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (schema_name(kb),))
         # An index missing here is built now (a bulk load's, after its process died): pgvector builds the HNSW graph
-        # far faster while it fits in maintenance_work_mem (64 MB by default: about 40,000 384-d vectors).
+        # far faster while it fits in maintenance_work_mem (64 MB by default: about 25,000 384-d vectors at m 32).
         conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-        for statement in TABLES.replace("{dim}", str(int(dim))).split(";"):
+        tables = TABLES
+        for name, value in (("dim", int(dim)), ("hnsw_m", HNSW_M), ("hnsw_ef_construction", HNSW_EF_CONSTRUCTION)):
+            tables = tables.replace("{" + name + "}", str(value))
+        for statement in tables.split(";"):
             if statement.strip():
                 conn.execute(statement)
         upgrade_tables(conn)
