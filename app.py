@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from rag.cli import add_embedder_flags, add_generator_flags, configured_settings
+from rag.cli import add_embedder_flags, add_generator_flags, configured_settings, run_translated
 from rag.components import Models, configure_hub
 from rag.settings import Settings
 
@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add("--host", help="address to serve on (env LOUPE_HOST, default 127.0.0.1)")
     add("--port", type=int, help="port (env LOUPE_PORT, default 7860)")
-    add("--store", type=Path, help="default knowledge-base folder; others sit beside it (env LOUPE_STORE)")
+    add("--store", help="default knowledge base: a folder (others sit beside it) or a PostgreSQL URL "
+                        "postgresql://user@host:5432/db?kb=NAME (env LOUPE_STORE)")
     add("--share", action="store_const", const=True, help="ask Gradio for a public share link (env LOUPE_SHARE)")
     add("--auth", help="user:password protecting the UI and the API (env LOUPE_AUTH)")
     add("--text-model", dest="text_model", help="Sentence-BERT model (env LOUPE_TEXT_MODEL)")
@@ -128,7 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     settings = configured_settings(args)
     if settings is None:
         return 2
+    # A store that cannot be opened (a wrong password, a server down, ...) is one line and exit 1, as in the CLI.
+    return run_translated(serve, args, settings, what="python app.py")
+
+
+def serve(_: argparse.Namespace, settings: Settings) -> int:
+    from rag.library import library_for
+
     start = time.perf_counter()
+    library_for(settings).names()  # a store that cannot be reached says so now, not after the models have loaded
     demo, service = create_app(settings)
     if service.models.clip_status:
         print(service.models.clip_status, file=sys.stderr)

@@ -146,16 +146,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_translated(COMMANDS[args.command], args, settings)
 
 
-def run_translated(command, args: argparse.Namespace, settings: Settings) -> int:
-    """The CLI's one error translator: a problem the user can act on is one line on stderr and exit 1;
-    anything else is a bug, logged with its traceback, and exit 70 (EX_SOFTWARE)."""
+def run_translated(command, args: argparse.Namespace, settings: Settings, what: str | None = None) -> int:
+    """The command line's one error translator (this CLI's and app.py's): a problem the user can act on is one line
+    on stderr and exit 1; anything else is a bug, logged with its traceback, and exit 70 (EX_SOFTWARE)."""
     try:
         return command(args, settings)
     except (LoupeError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except Exception:
-        logger.exception("python -m rag %s failed", args.command)
+        logger.exception("%s failed", what or f"python -m rag {args.command}")
         print("error: Loupe failed unexpectedly (the traceback is above)", file=sys.stderr)
         return 70
 
