@@ -356,6 +356,14 @@ def add_rest_routes(app: FastAPI, service: LoupeService) -> None:
     router = APIRouter(prefix="/api", tags=["Loupe"], dependencies=[Depends(make_auth_check(settings))],
                        route_class=RestRoute)
 
+    @router.get("")
+    def index() -> dict:
+        """What the start-up line points to: this API's endpoints, and the OpenAI-compatible one beside it."""
+        endpoints = [f"{method} {route.path}" for route in router.routes if isinstance(route, APIRoute)
+                     for method in sorted(route.methods) if route.path != "/api"]
+        return {"endpoints": endpoints, "openai_compatible": ["GET /v1/models", "POST /v1/chat/completions"],
+                "documentation": "docs/APP.md in the Loupe repository"}
+
     @router.get("/knowledge-bases")
     def knowledge_bases() -> dict:
         return {"knowledge_bases": service.kb_names(), "default": service.default_kb}

@@ -31,6 +31,15 @@ def http(live):
         yield session
 
 
+def test_the_api_root_the_start_up_line_points_to_lists_the_endpoints(http):
+    index = http.get("/api")
+    assert index.status_code == 200, index.text
+    endpoints = index.json()["endpoints"]
+    assert {"POST /api/ask", "POST /api/ingest", "GET /api/documents", "DELETE /api/documents/{document_id}",
+            "GET /api/knowledge-bases"} <= set(endpoints)
+    assert "POST /v1/chat/completions" in index.json()["openai_compatible"]
+
+
 def test_the_named_endpoints_are_listed_and_the_ui_events_are_not(client):
     endpoints = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
     assert NAMED <= endpoints
