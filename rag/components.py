@@ -12,7 +12,7 @@ from pathlib import Path
 from rag.answering import Assistant
 from rag.catalog import Catalog
 from rag.devices import ComputeGate, apply_torch_threads, torch_device
-from rag.embedder import Embedder, build_embedder, recorded_model_name, settings_for_model
+from rag.embedder import Embedder, ModelNotLoadable, build_embedder, recorded_model_name, settings_for_model
 from rag.errors import Conflict, LoupeError
 from rag.generator import Generator, build_generator
 from rag.image_embedder import ImageEmbedder, load_image_embedder
@@ -133,6 +133,9 @@ class Models:
                 embedder = build_embedder(settings, torch_device(settings.device), self.text_embedder.gate)
         except EmbedderUnavailable:
             raise
+        except ModelNotLoadable as error:  # the model is missing here (logged): the remedy is this knowledge base's
+            raise EmbedderUnavailable(f"the knowledge base '{name}' was built with the text model '{recorded}', which "
+                                      f"cannot be loaded here: {error.reason}; {remedy}") from error
         except LoupeError as error:  # e.g. its PCA projection is missing: that message says what to run
             raise EmbedderUnavailable(f"the knowledge base '{name}' was built with the text model '{recorded}': "
                                       f"{error}") from error

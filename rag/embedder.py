@@ -195,12 +195,70 @@ def build_embedder(settings: Settings, device: str = "cpu", gate: ComputeGate | 
         "openai": lambda: _openai(settings),
     }
     if not settings.embed_dims:
-        return builders[settings.embedder]()
+        return _loaded(settings, builders[settings.embedder])
     from rag.pca import ProjectedEmbedder, projection_for
 
     # Checked before the model loads: a missing projection is known in a millisecond, the model takes seconds.
     projection = projection_for(settings.store, settings.embed_dims, recorded_model_name(settings.with_(embed_dims=0)))
-    return ProjectedEmbedder(builders[settings.embedder](), projection)
+    return ProjectedEmbedder(_loaded(settings, builders[settings.embedder]), projection)
+
+
+class ModelNotLoadable(LoupeError):
+    """The text model cannot be loaded on this machine; the message names it and says why in words. The loader's
+    own message (it may name server paths) and its traceback go to the log."""
+
+    def __init__(self, model: str, reason: str) -> None:
+        super().__init__(f"the text model '{model}' cannot be loaded here: {reason}")
+        self.model, self.reason = model, reason
+
+
+def _loaded(settings: Settings, build: Callable[[], Embedder]) -> Embedder:
+    try:
+        return build()
+    except LoupeError:
+        raise
+    # transformers and huggingface_hub report a missing model as an OSError, an unreadable one as a ValueError
+    except (OSError, ValueError) as error:
+        model = recorded_model_name(settings)
+        reason = _why_not_loadable(error, model)
+        # A cause said in words needs no traceback on the console (the CLI's is one line); an unknown one does.
+        logger.log(logging.DEBUG if "server log" not in reason else logging.ERROR, "cannot load the text model %r",
+                   model, exc_info=True)
+        shown = Path(model).name if Path(model).is_absolute() else model  # a server path names only its folder
+        raise ModelNotLoadable(shown, reason) from error
+
+
+def _why_not_loadable(error: Exception, model: str) -> str:
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+    )
+
+    causes = _causes(error)
+    if any(isinstance(cause, (LocalEntryNotFoundError, OfflineModeIsEnabled)) for cause in causes):
+        return "it is not downloaded on this machine, and Loupe is offline (the Hugging Face Hub cannot be reached)"
+    if any(isinstance(cause, GatedRepoError) for cause in causes):
+        return "it is gated on the Hugging Face Hub: accept its terms there and log in with a token"
+    if any(isinstance(cause, RepositoryNotFoundError) for cause in causes):
+        return "the Hugging Face Hub has no model of that name (check its spelling; a private one needs a token)"
+    folder = Path(model)
+    if folder.exists():
+        return "its folder holds no model that Loupe can read"
+    if folder.is_absolute():
+        return "its folder does not exist"
+    return f"reading it failed ({type(error).__name__}; the server log has the details)"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    """The error and those it was raised from or while handling, nearest first."""
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
 
 
 def _sbert(settings: Settings, device: str, gate: ComputeGate | None) -> Embedder:

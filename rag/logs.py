@@ -9,6 +9,7 @@ import logging
 import sys
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOUPE_LOGGERS = ("rag", "ingest", "app", "service", "ui", "webapi", "openai_api", "benchmarks")
 
 
 class StderrHandler(logging.StreamHandler):
@@ -25,14 +26,23 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
+class LibraryChatterFilter(logging.Filter):
+    """Lets a library's records through only at WARNING and worse. The root's WARNING level is not enough: a
+    library may set its own logger's level when it is imported, which can come after configure_logging (bm25s sets
+    DEBUG on itself, so every lexical index built printed "DEBUG bm25s: Building index from tokens")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".")[0] in LOUPE_LOGGERS
+
+
 def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     if not any(getattr(h, "_loupe", False) for h in root.handlers):
         handler = StderrHandler()
         handler.setFormatter(logging.Formatter(FORMAT))
+        handler.addFilter(LibraryChatterFilter())
         handler._loupe = True  # type: ignore[attr-defined]  # configure twice, log once
         root.addHandler(handler)
     root.setLevel(logging.WARNING)  # libraries: warnings and worse
-    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it sets DEBUG on itself at import ("Building index...")
-    for name in ("rag", "ingest", "app", "service", "ui", "webapi", "openai_api", "benchmarks"):
+    for name in LOUPE_LOGGERS:
         logging.getLogger(name).setLevel(level.upper())

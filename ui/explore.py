@@ -215,7 +215,7 @@ class ExploreTab:
         try:
             return views.context_html(self.page.service.explore.passage(kb, int(chunk_id)))
         except Exception as error:
-            return f"<p>⚠ {html.escape(failure_note(error, 'show the passage'))}</p>"
+            return f"<p>{views.failure_html(error, 'show the passage')}</p>"
 
     def train_words(self, architecture: str, kb: str) -> Iterator[str]:
         try:
@@ -232,14 +232,14 @@ class ExploreTab:
         try:
             found = self.page.service.explore.neighbours(kb, word, count, architecture)
         except Exception as error:
-            return html.escape(failure_note(error, "find neighbours"))
+            return views.failure_html(error, "find neighbours")
         return words_html(found, f"Nearest to '{word.strip()}'")
 
     def analogy(self, a: str, b: str, c: str, count: float, architecture: str, kb: str) -> str:
         try:
             found = self.page.service.explore.analogy(kb, a, b, c, count, architecture)
         except Exception as error:
-            return html.escape(failure_note(error, "solve the analogy"))
+            return views.failure_html(error, "solve the analogy")
         return words_html(found, f"{a.strip()} − {b.strip()} + {c.strip()} ≈")
 
     def intrinsic(self, architecture: str, kb: str) -> str:
@@ -247,7 +247,7 @@ class ExploreTab:
         try:
             rows = service.explore.intrinsic(kb, architecture)
         except Exception as error:
-            return html.escape(failure_note(error, "score the word vectors"))
+            return views.failure_html(error, "score the word vectors")
         return scores_html(rows, service.models.text_embedder.model_id.name)
 
     def similarity(self, text: str, architecture: str, kb: str) -> tuple[Any, Any, str]:

@@ -17,6 +17,7 @@ from rag.settings import MODE_DESCRIPTIONS
 from rag.wording import counted
 from service.embedding import Job
 from service.uploads import FileRow
+from webapi import user_message
 
 DOC_HEADERS = ["ID", "Name", "Type", "Pages", "Chunks", "Images", "Waiting", "Size", "Added"]
 NOT_GROUNDED = ("**The documents don't hold an answer to this question**, so Loupe doesn't invent one. "
@@ -129,6 +130,12 @@ def plain(text: str) -> str:
         escaped = html.escape(piece, quote=False)
         pieces.append(escaped if i % 2 else _MARKDOWN_SPECIAL.sub(r"\\\1", escaped))
     return "".join(pieces)
+
+
+def failure_html(error: BaseException, doing: str) -> str:
+    """A failed UI action in an HTML component: ui.chat.failure_note's words, escaped for HTML rather than Markdown
+    (an HTML component shows Markdown's backslashes: "closest known spellings: no\\_telemetry")."""
+    return f"⚠ {html.escape(user_message(error, doing))}"
 
 
 def with_citation_links(markdown: str, numbers: set[int]) -> str:

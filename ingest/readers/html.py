@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 import lxml.html
 import trafilatura
-from lxml.etree import ParserError, _Element
+from lxml.etree import ParserError, _Element, strip_tags
 from trafilatura.settings import DEFAULT_CONFIG
 
 from ingest.ocr import OcrEngine
@@ -44,6 +44,11 @@ _DUMP_SHARE = 0.95  # an "extraction" with this share of the page's text and no 
 _LINKABLE = re.compile(r"[^\s{}<>\"'`\\]{1,500}")  # an address a citation may carry and the browser may link
 _MAX_ANCHOR_CHARS = 200
 _ANCHOR_SAFE = "-._~!$&()*+,;=:@/?"  # what a fragment keeps as it is; the rest is percent-encoded
+# Inline code, and the inline formatting found inside it (Sphinx writes <code><span>/usr/lib/python2.</span><em>Y</em>
+# ...</code>): trafilatura 2.3 puts formatting nested in code out of order (adbar/trafilatura#882, #528).
+_INLINE_CODE = ("code", "kbd", "samp", "tt", "var")
+_INLINE_FORMATTING = ("em", "i", "b", "strong", "span", "a", "u", "s", "sub", "sup", "small", "big", "mark", "font",
+                      "abbr", "cite", "dfn", "q", "del", "ins", *_INLINE_CODE)
 
 
 def read_html(path: Path, data: bytes, ocr: OcrEngine | None, limits: ReadLimits | None = None) -> ParsedFile:
@@ -148,6 +153,7 @@ def _is_main_content(main: list[TextBlock], whole: list[TextBlock], title: str |
 
 def _main_content(path: Path, root: _Element, title: str | None, links: _SectionLinks) -> list[TextBlock] | None:
     """trafilatura's main content as blocks (None when it finds none), under the title until the first heading."""
+    _flatten_inline_code(root)
     try:
         document = trafilatura.bare_extraction(
             root, include_comments=False, include_formatting=True, include_links=True, include_tables=True
@@ -166,6 +172,13 @@ def _main_content(path: Path, root: _Element, title: str | None, links: _Section
         elif text := _main_element_text(element):
             blocks.append(TextBlock(page=1, text=text, heading=heading))
     return blocks or _title_only(title)
+
+
+def _flatten_inline_code(root: _Element) -> None:
+    """Inline code as plain text in its element, its formatting tags removed (their text kept in place), so that
+    trafilatura keeps the text in order."""
+    for code in list(root.iter(*_INLINE_CODE)):  # a list: stripping removes nested code from the tree
+        strip_tags(code, *_INLINE_FORMATTING)
 
 
 def _title_only(title: str | None) -> list[TextBlock]:

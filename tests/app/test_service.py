@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -322,6 +323,30 @@ def test_each_knowledge_base_is_searched_with_the_embedder_its_vectors_come_from
         assert "eighteen" in default.search("How cold is the seed vault kept?", 1, mode="dense")[0].chunk.text
     finally:
         service.close()
+
+
+def test_reembedding_with_a_model_that_cannot_be_loaded_says_which_and_why(service, docs_dir, caplog):
+    """Regression: the page said "Loupe failed to re-embed 'default' (see the server log)" for a model id that is
+    not downloaded on this offline machine (HF_HUB_OFFLINE=1, tests/conftest.py)."""
+    from rag.finetune import REPORT_FILE
+
+    caplog.set_level(logging.DEBUG, logger="rag.embedder")  # a cause said in words logs its traceback at DEBUG
+    service.ingest(None, uploads(docs_dir, "aurora.md"))
+
+    def failure(model: str) -> str:
+        job = service.embedding.reembed(None, model)
+        return list(service.embedding.follow(job, interval=0.05))[-1].error
+
+    assert failure("no-such/model-xyz") == ("the text model 'no-such/model-xyz' cannot be loaded here: it is not "
+                                            "downloaded on this machine, and Loupe is offline (the Hugging Face Hub "
+                                            "cannot be reached)")
+    assert "LocalEntryNotFoundError" in caplog.text  # the loader's own words and traceback are in the log
+    broken = service.embedding.models_folder / "default-20261130-120000"  # a fine-tuned model, its weights lost
+    broken.mkdir(parents=True)
+    (broken / REPORT_FILE).write_text("{}")
+    assert failure(broken.name) == (f"the text model '{broken.name}' cannot be loaded here: its folder holds no "
+                                    "model that Loupe can read")  # named as the page offers it, not by its path
+    assert [d.name for d in service.documents(None)] == ["aurora.md"]  # the knowledge base is as it was
 
 
 def test_a_knowledge_base_of_a_model_that_cannot_be_loaded_says_which(service):

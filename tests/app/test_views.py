@@ -164,3 +164,24 @@ def test_the_passage_in_context_shows_the_text_neighbouring_chunks_share_once():
     assert shown.count("NULL constant") == 1 and shown.count("definitions file") == 1
     assert f"<mark>{shared} Then call the parser. It reads the definitions file.</mark>" in shown  # cited: whole
     assert "Declare the variable first.</p>" in shown and "Errors name the line.</p>" in shown
+
+
+def test_a_failure_in_an_html_component_reads_as_it_is_written():
+    """Regression: Explore's word-vector results (gr.HTML) showed Markdown's escapes, "no\\_telemetry"."""
+    import numpy as np
+    import pytest
+    from gensim.models import KeyedVectors
+
+    from rag.explore.word_vectors import OutOfVocabulary, known
+    from ui import views
+
+    vectors = KeyedVectors(vector_size=2)
+    vectors.add_vectors(["telemetry", "no_telemetry"], np.eye(2, dtype=np.float32))
+    with pytest.raises(OutOfVocabulary) as unknown:
+        known(vectors, "telemetri")
+    shown = views.failure_html(unknown.value, "find neighbours")
+    assert shown.startswith("⚠ &#x27;telemetri&#x27; is not in the word vectors")
+    assert shown.endswith("closest known spellings: telemetry, no_telemetry") and "\\" not in shown
+    assert views.failure_html(OutOfVocabulary("<b>x</b> is unknown"), "x") == "⚠ &lt;b&gt;x&lt;/b&gt; is unknown"
+    bug = views.failure_html(ValueError("<script>"), "draw the map")
+    assert bug == "⚠ Loupe failed to draw the map (see the server log)"  # a bug's own text stays in the log

@@ -209,3 +209,25 @@ def test_hostile_meta_charset_declaration_parses() -> None:
     page = head + b" " * (4096 - len(head)) + b"\n</head><body><p>Real text survives.</p></body></html>"
     blocks = blocks_in_child(read_html, "charset.html", page, limit_s=CHARSET_LIMIT_S)
     assert blocks == [(None, "Real text survives.")]
+
+
+def _sphinx_code(*parts: str) -> str:
+    """Inline code as Sphinx writes it: each literal piece in a <span>, each placeholder in an <em>."""
+    pieces = (f"<em><span class='pre'>{part[1:]}</span></em>" if part.startswith("*") else
+              f"<span class='pre'>{part}</span>" for part in parts)
+    return f"<code class='file docutils literal notranslate'>{''.join(pieces)}</code>"
+
+
+_MODULE_PATH = (f"Public Python 2 modules must be installed in the system Python 2 modules directory "
+                f"{_sphinx_code('/usr/lib/python2.', '*Y', '/dist-packages')}, where "
+                f"<kbd>Ctrl+<b>Y</b></kbd> or {_sphinx_code('2.', '*Y')} is the Python 2 version.")
+
+
+def test_formatting_inside_inline_code_keeps_its_text_in_order() -> None:
+    """Regression: trafilatura moved the text of an <em> inside <code> to the end of the paragraph:
+    "directory /usr/lib/python2., where Y/dist-packages2. is the Python 2 version.Y" (python-policy.html)."""
+    page = DOC_PAGE.replace(f"<p>{_PORTS}</p>", f"<p>{_PORTS}</p>\n<p>{_MODULE_PATH}</p>")
+    blocks = blocks_of(read_html, "python-policy.html", page.encode())
+    assert "Home" not in " ".join(text for _, text in blocks)  # the main-content path, not the whole page
+    assert ("Ports {#s2}", "Public Python 2 modules must be installed in the system Python 2 modules directory "
+            "/usr/lib/python2.Y/dist-packages, where Ctrl+Y or 2.Y is the Python 2 version.") in blocks
