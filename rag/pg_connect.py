@@ -161,7 +161,7 @@ def connection_error(location: Location, error: psycopg.Error) -> DatabaseError:
     if "permission denied" in text or "not permitted" in text or "pg_hba.conf" in text:
         return DatabaseRefused(f"PostgreSQL at {location.server} does not let this user connect (pg_hba.conf or "
                                "CONNECT permission)")
-    if "refused" in text:
+    if "refused" in text or "no such file or directory" in text:  # the second: no server on a local socket
         reason = "connection refused: is PostgreSQL running and listening there?"
     elif "timeout" in text or "timed out" in text:
         reason = f"no answer within {CONNECT_TIMEOUT_S} s"
@@ -169,6 +169,15 @@ def connection_error(location: Location, error: psycopg.Error) -> DatabaseError:
         reason = "unknown host name"
     else:
         reason = "cannot connect"
+    return _unreachable(location, reason)
+
+
+def connection_lost(location: Location) -> DatabaseUnreachable:
+    """The server dropped a connection that was open: it was restarted or stopped, or the network was cut."""
+    return _unreachable(location, "the connection was lost; try again once the server is back")
+
+
+def _unreachable(location: Location, reason: str) -> DatabaseUnreachable:
     return DatabaseUnreachable(f"PostgreSQL at {location.server} cannot be reached: {reason}")
 
 

@@ -14,6 +14,9 @@ answering, ingest and the service use it unchanged. What differs:
 - Images live in the database (`blobs`); `image_path` copies one to the local working folder when asked.
 - Documents are staged on local disk while they are parsed and embedded (rag.store.StagedDocument), as on the
   folder backend: transient files of one process, removed after the commit.
+- The server may restart under a running app: while it is down every call is DatabaseUnreachable (503); once it is
+  back, the next call opens a new connection (_Link). A read is tried once more on it; a write is not (its
+  transaction was rolled back, its caller hears it).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from rag.pg_connect import (
     DatabaseMissing,
     Location,
     connect,
+    connection_lost,
     create_tables,
     knowledge_base_names,
     lock_timeout_error,
@@ -98,6 +102,78 @@ class _Count:
         return self._kb.chunk_count()
 
 
+class _Link:
+    """One of a store's connections, opened again after the server dropped it (a restart, a network cut): connect()
+    gives the new one pgvector's types and the HNSW settings, use_schema its search path. The store's lock for this
+    connection is held around every use."""
+
+    def __init__(self, location: Location) -> None:
+        self._location = location
+        self._shut = False  # closed by the store: never reopened
+        self._conn = self._open()
+
+    def _open(self) -> psycopg.Connection:
+        conn = connect(self._location)  # DatabaseUnreachable while the server is down
+        try:
+            use_schema(conn, self._location.kb)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @property
+    def lost(self) -> bool:
+        return self._conn.closed and not self._shut
+
+    @property
+    def connection(self) -> psycopg.Connection:
+        """The open connection; a new one in place of a lost one."""
+        if self.lost:
+            self._conn = self._open()
+            logger.info("reconnected to %s", self._location.label)
+        return self._conn
+
+    def checked(self) -> psycopg.Connection:
+        """The connection after a round trip that proves it open: a transaction must not begin on one the server
+        dropped while it sat idle (a read finds out by failing and tries again; a write cannot)."""
+        try:
+            self.connection.execute("SELECT 1")
+        except psycopg.OperationalError as error:
+            if not self.lost:
+                raise
+            logger.info("the connection to %s was lost while idle (%s); opening a new one", self._location.label,
+                        type(error).__name__)
+        return self.connection
+
+    @contextmanager
+    def guard(self) -> Iterator[None]:
+        """An error from this connection that the server dropped is DatabaseUnreachable (503, names the server)."""
+        try:
+            yield
+        except psycopg.OperationalError:
+            if not self.lost:
+                raise  # e.g. LockNotAvailable, a query cancelled: the connection is fine
+            logger.warning("lost the connection to %s", self._location.label, exc_info=True)
+            raise connection_lost(self._location) from None
+
+    def rows(self, query: str, params: Sequence | dict) -> list[tuple]:
+        """A read's rows, tried once more on a new connection when the server dropped this one: a read changes
+        nothing, so repeating it is safe."""
+        try:
+            return self.connection.execute(query, params).fetchall()
+        except psycopg.OperationalError as error:
+            if not self.lost:
+                raise
+            logger.info("lost the connection to %s (%s); reading again on a new one", self._location.label,
+                        type(error).__name__)
+        with self.guard():
+            return self.connection.execute(query, params).fetchall()
+
+    def close(self) -> None:
+        self._shut = True
+        self._conn.close()
+
+
 class PgKnowledgeBase:
     def __init__(self, location: Location, text_model: ModelId, image_model: ModelId | None = None, *,
                  work_folder: Path, busy_timeout_s: float = BUSY_TIMEOUT_S, create: bool = True) -> None:
@@ -109,17 +185,17 @@ class PgKnowledgeBase:
         self.busy_timeout_s = busy_timeout_s
         self._lock = threading.RLock()  # guards the reader connection
         self._write_lock = threading.Lock()  # one writer of this process at a time; the state row serialises all
-        self._reader = connect(location)
+        self._reading = _Link(location)
         try:
-            self._writer = connect(location)
+            self._writing = _Link(location)
         except BaseException:
-            self._reader.close()
+            self._reading.close()
             raise
         try:
             self._open_schema(create)
         except BaseException:
-            self._reader.close()
-            self._writer.close()
+            self._reading.close()
+            self._writing.close()
             raise
         self.folder.mkdir(parents=True, exist_ok=True)
         self.text_index = _Count(self)
@@ -131,9 +207,8 @@ class PgKnowledgeBase:
 
     # --- schema and models --------------------------------------------------------------------
     def _open_schema(self, create: bool) -> None:
-        for conn in (self._reader, self._writer):
-            use_schema(conn, self.location.kb)
-        exists = self.location.kb in knowledge_base_names(self._reader)
+        with self._lock:
+            exists = self.location.kb in knowledge_base_names(self._reading.connection)
         if not exists and not create:
             raise DatabaseMissing(f"no knowledge base '{self.location.kb}' in PostgreSQL at "
                                   f"{self.location.server}: run `python -m rag ingest PATH --store URL` first")
@@ -143,25 +218,25 @@ class PgKnowledgeBase:
                                   "documents yet")
         if not self.text_model.dim:  # opened without models (list, delete): take the recorded one
             self.text_model = ModelId(self._meta("text_model") or self.text_model.name, int(recorded))
-        create_tables(self._writer, self.location.kb, int(recorded or self.text_model.dim))
+        with self._writer() as conn:
+            create_tables(conn, self.location.kb, int(recorded or self.text_model.dim))
         self._check_models()
 
     def _meta(self, key: str) -> str | None:
-        with self._lock:
-            row = self._reader.execute("SELECT value FROM meta WHERE key = %s", (key,)).fetchone()
-        return row[0] if row else None
+        rows = self._rows("SELECT value FROM meta WHERE key = %s", (key,))
+        return rows[0][0] if rows else None
 
     def _check_models(self) -> None:
         roles = [("text", self.text_model)] + ([("image", self.image_model)] if self.image_model else [])
-        with self._write_lock, self._writer.transaction():
-            self._writer.execute("LOCK TABLE meta IN SHARE ROW EXCLUSIVE MODE")  # two first opens record once
+        with self._writer() as conn, conn.transaction():
+            conn.execute("LOCK TABLE meta IN SHARE ROW EXCLUSIVE MODE")  # two first opens record once
             for role, model in roles:
-                row = self._writer.execute("SELECT value FROM meta WHERE key = %s", (f"{role}_model",)).fetchone()
+                row = conn.execute("SELECT value FROM meta WHERE key = %s", (f"{role}_model",)).fetchone()
                 if row is None:
-                    self._writer.execute("INSERT INTO meta (key, value) VALUES (%s, %s), (%s, %s)",
-                                         (f"{role}_model", model.name, f"{role}_dim", str(model.dim)))
+                    conn.execute("INSERT INTO meta (key, value) VALUES (%s, %s), (%s, %s)",
+                                 (f"{role}_model", model.name, f"{role}_dim", str(model.dim)))
                     continue
-                dim = self._writer.execute("SELECT value FROM meta WHERE key = %s", (f"{role}_dim",)).fetchone()
+                dim = conn.execute("SELECT value FROM meta WHERE key = %s", (f"{role}_dim",)).fetchone()
                 if row[0] != model.name or int(dim[0]) != model.dim:
                     raise ModelMismatch(
                         f"{self.location.kb}: this knowledge base was built with the {role} model '{row[0]}' "
@@ -172,16 +247,16 @@ class PgKnowledgeBase:
     # --- state --------------------------------------------------------------------------------
     @property
     def generation(self) -> int:
-        with self._lock:
-            return int(self._reader.execute("SELECT generation FROM state").fetchone()[0])
+        return int(self._rows("SELECT generation FROM state")[0][0])
 
     def chunk_count(self) -> int:
-        with self._lock:
-            return int(self._reader.execute("SELECT chunks FROM state").fetchone()[0])
+        return int(self._rows("SELECT chunks FROM state")[0][0])
 
     def search_backend_pid(self) -> int:
-        """The server process that runs this store's searches (benchmarks.scale reads its CPU time)."""
-        return int(self._reader.info.backend_pid)
+        """The server process that runs this store's searches (benchmarks.scale reads its CPU time); another one
+        after a reconnect."""
+        with self._lock:
+            return int(self._reading.connection.info.backend_pid)
 
     def lexical_index(self) -> PgLexicalIndex:
         """BM25 inside the database (rag.store_api.lexical_index picks it)."""
@@ -199,7 +274,14 @@ class PgKnowledgeBase:
     # --- reads --------------------------------------------------------------------------------
     def _rows(self, query: str, params: Sequence | dict = ()) -> list[tuple]:
         with self._lock:
-            return self._reader.execute(query, params).fetchall()
+            return self._reading.rows(query, params)
+
+    @contextmanager
+    def _writer(self) -> Iterator[psycopg.Connection]:
+        """The writer connection, checked open, under the write lock. An error from a connection lost meanwhile is
+        DatabaseUnreachable and is not retried: the server rolled the transaction back, its caller must know."""
+        with self._write_lock, self._writing.guard():
+            yield self._writing.checked()
 
     def documents(self, where: str = "", params: Sequence = ()) -> list[DocumentInfo]:
         return [DocumentInfo(*row) for row in self._rows(_DOCUMENT_QUERY.format(where=where), params)]
@@ -297,9 +379,9 @@ class PgKnowledgeBase:
     def set_sentence_vectors(self, blobs: dict[int, bytes]) -> int:
         """Store packed sentence vectors where a chunk has none yet, in one short transaction that leaves the
         generation alone: no index holds them (rag.store_api)."""
-        with self._write_lock:
+        with self._writer() as conn:
             try:
-                with self._writer.transaction(), self._writer.cursor() as cursor:
+                with conn.transaction(), conn.cursor() as cursor:
                     cursor.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}")
                     cursor.executemany("UPDATE chunks SET sentence_vectors = %s WHERE id = %s AND sentence_vectors "
                                        "IS NULL", [(blob, chunk_id) for chunk_id, blob in blobs.items()])
@@ -360,8 +442,7 @@ class PgKnowledgeBase:
     def write(self) -> Iterator[PgWriter]:
         """One transaction: everything done through the writer lands together, or nothing does. Writers of every
         process queue on the state row; past the busy timeout the caller gets Busy."""
-        with self._write_lock:
-            conn = self._writer
+        with self._writer() as conn:
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}")
@@ -381,18 +462,18 @@ class PgKnowledgeBase:
         that BM25 reads its postings from the index alone, and the planner knows the sizes). Every write is still
         its own transaction that other processes see; searches are slow meanwhile (no index). A process killed
         meanwhile leaves the indexes to the next open (create_tables builds what is missing)."""
-        with self._write_lock:
+        with self._writer() as conn:
             for index in BULK_LOAD_INDEXES:
-                self._writer.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index)))
+                conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(index)))
         try:
             yield
         finally:
-            with self._write_lock:
-                self._build_indexes()
+            with self._writer() as conn:
+                self._build_indexes(conn)
 
-    def _build_indexes(self) -> None:
-        create_tables(self._writer, self.location.kb, self.text_model.dim)  # CREATE INDEX IF NOT EXISTS
-        self._writer.execute("VACUUM (ANALYZE) chunks, terms")
+    def _build_indexes(self, conn: psycopg.Connection) -> None:
+        create_tables(conn, self.location.kb, self.text_model.dim)  # CREATE INDEX IF NOT EXISTS
+        conn.execute("VACUUM (ANALYZE) chunks, terms")
 
     def delete(self, document_id: int) -> DocumentInfo:
         with self.write() as writer:
@@ -403,8 +484,8 @@ class PgKnowledgeBase:
 
     def close(self) -> None:
         with self._write_lock, self._lock:
-            self._reader.close()
-            self._writer.close()
+            self._reading.close()
+            self._writing.close()
 
 
 class PgWriter:

