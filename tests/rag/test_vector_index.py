@@ -121,3 +121,18 @@ def _reloaded(index: VectorIndex, folder) -> VectorIndex:
     loaded = VectorIndex.load(path, DIM, use_gpu=False, ann="hnsw")
     assert loaded.kind == "hnsw" and loaded.tombstones == index.tombstones
     return loaded
+
+
+@pytest.mark.skipif(not hasattr(faiss, "StandardGpuResources") or faiss.get_num_gpus() == 0,
+                    reason="no GPU: FAISS sees none here, so the GPU copy of the index cannot be searched")
+def test_on_a_gpu_auto_stays_exact_and_searches_a_gpu_copy_that_forgets_removed_ids(data):
+    ids, vectors, queries = data
+    index = VectorIndex(DIM, use_gpu=True, ann="auto", ann_threshold=1000)
+    index.add(ids, vectors)
+    assert index.kind == "flat" and index.on_gpu  # above the threshold: a GPU scans it exactly, faster than HNSW
+    _, found = index.search(queries, 10)
+    assert recall(found, exact_top(ids, vectors, queries, 10)) >= 0.99  # exact, up to float32 near-ties
+    gone = found[:, 0]
+    index.remove(gone)
+    _, after = index.search(queries, 10)
+    assert not set(after.ravel().tolist()) & set(gone.tolist())  # the GPU copy is rebuilt without them
