@@ -17,7 +17,11 @@ if TYPE_CHECKING:  # the CLI imports this module to build its parser: no model o
 def load_models(settings: Settings, with_images: bool = True) -> Models:
     """The models the settings name; when CLIP was asked for and did not load, stderr says why in one line."""
     from rag.components import Models
+    from rag.library import library_for
+    from rag.store_api import is_database_url
 
+    if is_database_url(settings.store):  # a server that cannot be reached says so now, not after the models load
+        library_for(settings).names()
     models = Models.load(settings, with_images)
     if models.clip_status and with_images:
         print(models.clip_status, file=sys.stderr)

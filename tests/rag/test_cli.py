@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Callable
 
@@ -124,3 +125,16 @@ def test_every_command_takes_the_embedder_flags():
         settings = Settings.from_args(args)
         assert (settings.embedder, settings.openai_base_url, settings.openai_model, settings.embed_dims) == (
             "openai", "http://127.0.0.1:9/v1", "m", 64)
+
+
+def test_a_database_that_cannot_be_reached_is_said_before_any_model_loads(rag_main, env):
+    """Regression: `ask` loaded the models (and printed CLIP's status) before finding the server down. No server
+    listens on the port: nothing to fake."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # the default CLIP, whose weights are not here: loading the models would print that image search is off
+    done = rag_main({**env, "LOUPE_STORE": f"postgresql://loupe:s3cret@127.0.0.1:{port}/team",
+                     "LOUPE_CLIP_MODEL": "ViT-B-32"}, "ask", "Is anyone there?", expect=1)
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr  # only the error: no CLIP line
+    assert done.stderr.startswith("error: ") and f"127.0.0.1:{port}/team" in done.stderr and "s3cret" not in done.stderr
