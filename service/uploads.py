@@ -42,6 +42,8 @@ class FileRow:
 
     def fail(self, message: str) -> None:
         self.stage, self.status, self.message = "failed", "failed", message
+        if not self.pages_read:  # "1 page to read" beside a file that failed before reading it would mislead
+            self.progress = ""
 
     @property
     def finished(self) -> bool:

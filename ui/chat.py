@@ -130,7 +130,7 @@ class ChatTab:
                         self.top_k = gr.Slider(1, 20, value=settings.top_k, step=1, label="Top-k passages", scale=2)
                         self.new_chat = gr.Button("New chat", size="sm", scale=1, min_width=100, elem_id="new-chat")
                     gr.Markdown(views.mode_help(), elem_id="mode-help", elem_classes="mode-help")
-                    with gr.Accordion("Conversations in this knowledge base", elem_id="conversations-box"):
+                    with gr.Accordion("Your conversations here (this browser)", elem_id="conversations-box"):
                         self.conversation_list = gr.Radio([], show_label=False, elem_id="conversations")
                         self.delete_chat = gr.Button("Delete the conversation shown", size="sm", variant="stop",
                                                      elem_id="delete-conversation")

@@ -70,6 +70,15 @@ def test_counts_are_said_in_the_right_number():
     assert row.progress == "1 passage embedded"
     row.show_progress("done", 1, 1)
     assert row.progress == "1 page"
+    empty = FileRow("empty.docx")  # a new user's empty template: "no text or images found"
+    empty.show_progress("parse", 0, 1)
+    assert empty.progress == "1 page to read"
+    empty.fail("empty.docx: no text or images found")
+    assert empty.progress == ""  # not "1 page to read" beside the failure
+    halfway = FileRow("cut.pdf")
+    halfway.show_progress("parse", 3, 10)
+    halfway.fail("cut.pdf: corrupt or truncated PDF")
+    assert halfway.progress == "page 3 of 10"  # where it stopped is worth knowing
 
 
 def test_the_overall_bar_counts_files_and_estimates_the_time_left():
