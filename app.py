@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(_: argparse.Namespace, settings: Settings) -> int:
-    from rag.library import library_for
+    from rag.opening import reach_store
 
     start = time.perf_counter()
-    library_for(settings).names()  # a store that cannot be reached says so now, not after the models have loaded
+    reach_store(settings)
     demo, service = create_app(settings)
     if service.models.clip_status:
         print(service.models.clip_status, file=sys.stderr)

@@ -14,14 +14,21 @@ if TYPE_CHECKING:  # the CLI imports this module to build its parser: no model o
     from rag.store_api import KnowledgeBaseStore
 
 
-def load_models(settings: Settings, with_images: bool = True) -> Models:
-    """The models the settings name; when CLIP was asked for and did not load, stderr says why in one line."""
-    from rag.components import Models
+def reach_store(settings: Settings) -> None:
+    """A PostgreSQL server that cannot be reached (or refuses the login) says so now, in one line, rather than after
+    the models have loaded."""
     from rag.library import library_for
     from rag.store_api import is_database_url
 
-    if is_database_url(settings.store):  # a server that cannot be reached says so now, not after the models load
+    if is_database_url(settings.store):
         library_for(settings).names()
+
+
+def load_models(settings: Settings, with_images: bool = True) -> Models:
+    """The models the settings name; when CLIP was asked for and did not load, stderr says why in one line."""
+    from rag.components import Models
+
+    reach_store(settings)
     models = Models.load(settings, with_images)
     if models.clip_status and with_images:
         print(models.clip_status, file=sys.stderr)
