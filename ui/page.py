@@ -17,6 +17,7 @@ import gradio as gr
 
 from rag.conversations import SESSION_PATTERN, new_session_id
 from rag.records import DocumentInfo
+from rag.wording import counted
 from service import FileRow, LoupeService
 from ui import views
 from webapi import ReceivedFiles
@@ -124,7 +125,8 @@ class Page:
 
 def status_line(kb: str, documents: list[DocumentInfo]) -> str:
     waiting = sum(d.images_waiting for d in documents)
-    return (f"**Knowledge base:** `{kb}` · {len(documents)} documents · {sum(d.chunks for d in documents)} passages "
-            f"· {sum(d.images for d in documents)} images" + (f" ({waiting} waiting for CLIP)" if waiting else ""))
+    passages, images = sum(d.chunks for d in documents), sum(d.images for d in documents)
+    return (f"**Knowledge base:** `{kb}` · {counted(len(documents), 'document')} · {counted(passages, 'passage')} · "
+            f"{counted(images, 'image')}" + (f" ({waiting} waiting for CLIP)" if waiting else ""))
 
 

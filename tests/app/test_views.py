@@ -9,11 +9,12 @@ import re
 from markdown_it import MarkdownIt
 
 from rag.explore.image_tags import Tag
+from rag.records import DocumentInfo
 from rag.wording import counted
 from service import ImageResult
 from service.uploads import FileRow
 from ui.images import show_images
-from ui.page import BrowserChats
+from ui.page import BrowserChats, status_line
 from ui.views import answer_markdown, overall_progress_html, sources_html
 
 SOURCES = [{"number": 1, "file": "a.md", "page": 1, "text": "Alpha.", "score": 0.9, "heading": None, "cited": True},
@@ -194,3 +195,9 @@ def test_a_failure_in_an_html_component_reads_as_it_is_written():
     assert views.failure_html(OutOfVocabulary("<b>x</b> is unknown"), "x") == "⚠ &lt;b&gt;x&lt;/b&gt; is unknown"
     bug = views.failure_html(ValueError("<script>"), "draw the map")
     assert bug == "⚠ Loupe failed to draw the map (see the server log)"  # a bug's own text stays in the log
+
+
+def test_the_status_line_says_one_document_not_one_documents():
+    one = DocumentInfo(1, "a.pdf", "/x/a.pdf", "pdf", "0" * 64, 10, 1, 1, 1, 0, "2026-11-30")
+    assert "1 document · 1 passage · 1 image" in status_line("docs", [one])
+    assert "2 documents · 2 passages · 2 images" in status_line("docs", [one, one])
