@@ -379,15 +379,10 @@ class PgKnowledgeBase:
     def set_sentence_vectors(self, blobs: dict[int, bytes]) -> int:
         """Store packed sentence vectors where a chunk has none yet, in one short transaction that leaves the
         generation alone: no index holds them (rag.store_api)."""
-        with self._writer() as conn:
-            try:
-                with conn.transaction(), conn.cursor() as cursor:
-                    cursor.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}")
-                    cursor.executemany("UPDATE chunks SET sentence_vectors = %s WHERE id = %s AND sentence_vectors "
-                                       "IS NULL", [(blob, chunk_id) for chunk_id, blob in blobs.items()])
-                    return max(cursor.rowcount, 0)
-            except psycopg.errors.LockNotAvailable:
-                raise lock_timeout_error(self.location) from None
+        with self._transaction() as conn, conn.cursor() as cursor:
+            cursor.executemany("UPDATE chunks SET sentence_vectors = %s WHERE id = %s AND sentence_vectors IS NULL",
+                               [(blob, chunk_id) for chunk_id, blob in blobs.items()])
+            return max(cursor.rowcount, 0)
 
     def chunk_texts(self) -> list[tuple[int, str | None, str]]:
         """(id, heading, text) of every chunk, in one snapshot."""
@@ -442,15 +437,21 @@ class PgKnowledgeBase:
     def write(self) -> Iterator[PgWriter]:
         """One transaction: everything done through the writer lands together, or nothing does. Writers of every
         process queue on the state row; past the busy timeout the caller gets Busy."""
+        with self._transaction() as conn:
+            conn.execute("SELECT 1 FROM state FOR UPDATE")
+            writer = PgWriter(self, conn)
+            yield writer
+            conn.execute("UPDATE state SET generation = generation + 1, chunks = chunks + %s, tokens = tokens + %s",
+                         (writer.chunk_delta, writer.token_delta))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[psycopg.Connection]:
+        """A transaction on the writer connection whose waits for a lock end after the busy timeout, as Busy."""
         with self._writer() as conn:
             try:
                 with conn.transaction():
                     conn.execute(f"SET LOCAL lock_timeout = {int(self.busy_timeout_s * 1000)}")
-                    conn.execute("SELECT 1 FROM state FOR UPDATE")
-                    writer = PgWriter(self, conn)
-                    yield writer
-                    conn.execute("UPDATE state SET generation = generation + 1, chunks = chunks + %s, "
-                                 "tokens = tokens + %s", (writer.chunk_delta, writer.token_delta))
+                    yield conn
             except psycopg.errors.LockNotAvailable:
                 raise lock_timeout_error(self.location) from None
 
