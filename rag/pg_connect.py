@@ -298,9 +298,7 @@ def create_tables(conn: psycopg.Connection, kb: str, dim: int) -> None:
         # An index missing here is built now (a bulk load's, after its process died): pgvector builds the HNSW graph
         # far faster while it fits in maintenance_work_mem (64 MB by default: about 25,000 384-d vectors at m 32).
         conn.execute(f"SET LOCAL maintenance_work_mem = '{INDEX_BUILD_MEMORY}'")
-        tables = TABLES
-        for name, value in (("dim", int(dim)), ("hnsw_m", HNSW_M), ("hnsw_ef_construction", HNSW_EF_CONSTRUCTION)):
-            tables = tables.replace("{" + name + "}", str(value))
+        tables = TABLES.format(dim=int(dim), hnsw_m=HNSW_M, hnsw_ef_construction=HNSW_EF_CONSTRUCTION)
         for statement in tables.split(";"):
             if statement.strip():
                 conn.execute(statement)
