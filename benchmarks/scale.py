@@ -309,13 +309,9 @@ def ef_search_sweep(kb: KnowledgeBaseStore, values: list[int], query_vectors: np
     for value in values:
         store = open_store(replace(kb.location, ef_search=value).with_kb(kb.location.kb), MODEL, cache_dir=cache_dir)
         try:
-            retriever = Retriever(store, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
-            server_clock = server_cpu_clock(store)
-            timings = {mode: timed_percentiles(lambda i, mode=mode, retriever=retriever: retriever.search(
-                query_texts[i], K, mode, query_vectors[i]), QUERIES, server_clock) for mode in ("dense", "hybrid")}
+            timings = time_searches(store, ("dense", "hybrid"), query_texts, query_vectors)
             rows.append({"ef_search": value, "recall_at_10": recall(store, exact),
-                         "search_ms": {m: t[0] for m, t in timings.items()},
-                         "server_cpu_ms": {m: t[2] for m, t in timings.items()} if server_clock else None})
+                         "search_ms": by_clock(timings, 0), "server_cpu_ms": by_clock(timings, 2)})
             logger.info("ef_search %d: %s", value, rows[-1])
         finally:
             store.close()
@@ -371,17 +367,27 @@ def measure(kb: KnowledgeBaseStore, corpus: SyntheticCorpus, chunks: int, query_
     lexical_index(kb).search(query_texts[0], K)
     bm25_build_s = round(time.perf_counter() - start, 1)
     logger.info("BM25 index ready in %.1f s", bm25_build_s)
-    retriever = Retriever(kb, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
-    server_clock = server_cpu_clock(kb)
-    timings = {mode: timed_percentiles(lambda i, mode=mode: retriever.search(query_texts[i], K, mode,
-                                                                             query_vectors[i]), QUERIES, server_clock)
-               for mode in ("dense", "bm25", "hybrid")}
+    timings = time_searches(kb, ("dense", "bm25", "hybrid"), query_texts, query_vectors)
     add_s, delete_s = one_document_costs(kb, corpus, max(documents, chunks // CHUNKS_PER_DOCUMENT))  # new numbers
-    return {"chunks": documents * CHUNKS_PER_DOCUMENT, "search_ms": {m: t[0] for m, t in timings.items()},
-            "cpu_ms": {m: t[1] for m, t in timings.items()},
-            "server_cpu_ms": {m: t[2] for m, t in timings.items()} if server_clock else None,
+    return {"chunks": documents * CHUNKS_PER_DOCUMENT, "search_ms": by_clock(timings, 0),
+            "cpu_ms": by_clock(timings, 1), "server_cpu_ms": by_clock(timings, 2),
             "recall_at_10": recall(kb, exact), "add_document_s": add_s, "delete_document_s": delete_s,
             "fill_s": fill_s, "bm25_build_s": bm25_build_s}
+
+
+def time_searches(kb: KnowledgeBaseStore, modes: tuple[str, ...], query_texts: list[str],
+                  query_vectors: np.ndarray) -> dict[str, list[dict[str, float] | None]]:
+    """timed_percentiles of Retriever.search(k=10) in each mode, with the server's CPU clock where there is one."""
+    retriever = Retriever(kb, NoEmbedder(), mode="hybrid")  # type: ignore[arg-type]
+    server_clock = server_cpu_clock(kb)
+    return {mode: timed_percentiles(lambda i, mode=mode: retriever.search(query_texts[i], K, mode, query_vectors[i]),
+                                    QUERIES, server_clock) for mode in modes}
+
+
+def by_clock(timings: dict[str, list[dict[str, float] | None]], clock: int) -> dict[str, dict[str, float]] | None:
+    """One clock's percentiles per mode (0 wall, 1 this thread's CPU, 2 the server's CPU); None without that clock."""
+    figures = {mode: clocks[clock] for mode, clocks in timings.items()}
+    return None if None in figures.values() else figures
 
 
 def main(argv: list[str] | None = None) -> None:
