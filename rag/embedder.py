@@ -220,15 +220,16 @@ def _loaded(settings: Settings, build: Callable[[], Embedder]) -> Embedder:
     # transformers and huggingface_hub report a missing model as an OSError, an unreadable one as a ValueError
     except (OSError, ValueError) as error:
         model = recorded_model_name(settings)
-        reason = _why_not_loadable(error, model)
+        known = _why_not_loadable(error, model)
         # A cause said in words needs no traceback on the console (the CLI's is one line); an unknown one does.
-        logger.log(logging.DEBUG if "server log" not in reason else logging.ERROR, "cannot load the text model %r",
-                   model, exc_info=True)
+        logger.log(logging.DEBUG if known else logging.ERROR, "cannot load the text model %r", model, exc_info=True)
+        reason = known or f"reading it failed ({type(error).__name__}; the server log has the details)"
         shown = Path(model).name if Path(model).is_absolute() else model  # a server path names only its folder
         raise ModelNotLoadable(shown, reason) from error
 
 
-def _why_not_loadable(error: Exception, model: str) -> str:
+def _why_not_loadable(error: Exception, model: str) -> str | None:
+    """Why the model cannot be loaded, in words; None for a cause not recognised here."""
     from huggingface_hub.errors import (
         GatedRepoError,
         LocalEntryNotFoundError,
@@ -248,7 +249,7 @@ def _why_not_loadable(error: Exception, model: str) -> str:
         return "its folder holds no model that Loupe can read"
     if folder.is_absolute():
         return "its folder does not exist"
-    return f"reading it failed ({type(error).__name__}; the server log has the details)"
+    return None
 
 
 def _causes(error: BaseException) -> list[BaseException]:
