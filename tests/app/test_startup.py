@@ -15,6 +15,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from rag.settings import PROJECT_ROOT
+from tests.app.conftest import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +32,7 @@ def offline() -> bool:
 
 
 def test_python_app_py_serves_with_its_flags(tmp_path, tiny_generator_dir):
-    port = _free_port()
+    port = free_port()
     share = offline()  # with a network, --share would really open a public tunnel: only try it offline
     command = [sys.executable, "app.py", "--port", str(port), "--store", str(tmp_path / "kb" / "main"),
                "--auth", "ann:pw", "--generator", str(tiny_generator_dir), "--max-upload-mb", "0.01",
@@ -73,10 +74,10 @@ def test_python_app_py_serves_with_its_flags(tmp_path, tiny_generator_dir):
 def test_python_app_py_takes_a_postgresql_url_and_says_in_one_line_that_it_cannot_reach_it(tmp_path):
     """The URL reaches the PostgreSQL store (not a folder named after it), and a server that refuses the
     connection is one line and exit 1, before any model loads (no server listens on the port: nothing to fake)."""
-    port = _free_port()
+    port = free_port()
     url = f"postgresql://loupe:s3cret@127.0.0.1:{port}/team?kb=docs"
     env = {**os.environ, "LOUPE_CACHE_DIR": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "app.py"), "--port", str(_free_port()), "--store", url],
+    done = subprocess.run([sys.executable, str(PROJECT_ROOT / "app.py"), "--port", str(free_port()), "--store", url],
                           cwd=tmp_path,
                           env={**env, "PYTHONPATH": str(PROJECT_ROOT)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr[-3000:]
@@ -84,12 +85,6 @@ def test_python_app_py_takes_a_postgresql_url_and_says_in_one_line_that_it_canno
     assert done.stderr.startswith("error: ") and f"127.0.0.1:{port}/team" in done.stderr
     assert "s3cret" not in done.stderr and "refused" in done.stderr
     assert not any(tmp_path.glob("postgresql*")) and not any(PROJECT_ROOT.glob("postgresql*"))  # no folder made
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_the_chat_survives_a_server_restart_and_clip_off_is_said(page: Page, start_app, tmp_path_factory,

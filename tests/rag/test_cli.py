@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 from collections.abc import Callable
 
 import pytest
 
+from tests.app.conftest import free_port
 from tests.builders import make_pdf, png_bytes, sample_image
 from tests.conftest import cli_env, rag_process
 
@@ -130,9 +130,7 @@ def test_every_command_takes_the_embedder_flags():
 def test_a_database_that_cannot_be_reached_is_said_before_any_model_loads(rag_main, env):
     """Regression: `ask` loaded the models (and printed CLIP's status) before finding the server down. No server
     listens on the port: nothing to fake."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # the default CLIP, whose weights are not here: loading the models would print that image search is off
     done = rag_main({**env, "LOUPE_STORE": f"postgresql://loupe:s3cret@127.0.0.1:{port}/team",
                      "LOUPE_CLIP_MODEL": "ViT-B-32"}, "ask", "Is anyone there?", expect=1)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,16 +31,12 @@ from rag.records import ModelId, NewChunk, NewDocument
 from rag.settings import PROJECT_ROOT, Settings
 from rag.store_api import lexical_index
 from rag.store_factory import describe, open_store
+from tests.app.conftest import free_port
 from tests.conftest import make_settings
 
 WORDS = ("glacier ice valley river lava magma crater coral reef polyp algae desert cactus rain station survey "
          "season percent pressure current tide storm delta silt canyon erosion basalt granite").split()
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_the_store_url_is_a_setting_and_is_never_shown_with_its_password():
