@@ -68,6 +68,7 @@ _PREFIX = "bm25-"
 _FOLDER = re.compile(r"bm25-(\d+)(?:\.(?:tmp|old)-.*)?")
 _BASE_FOLDER = re.compile(r"bm25-(\d+)")
 _META = "loupe.json"
+LOAD_ATTEMPTS = 3  # bases read in turn while other processes keep replacing the newest (each time: a newer one)
 K1, B = 1.5, 0.75  # bm25s's defaults, so scores are those of bm25s.BM25 over the same chunks
 SEGMENT_CHUNKS = 250_000  # the largest segment a build or a merge makes: bounds the memory a build takes
 MERGE_TIER = 4  # this many segments of one size tier (a power of four chunks) are merged into one
@@ -320,30 +321,41 @@ class LexicalIndex:
 
     def _load_newest(self) -> _Loaded | None:
         """The newest saved base not newer than the catalog, caught up to the catalog; None when there is none
-        that loads, or the log does not reach back to it."""
+        that loads, or the log does not reach back to it. Another process may save a newer base and remove the
+        one being read meanwhile (_remove_stale): that one is then read instead."""
+        for _ in range(LOAD_ATTEMPTS):
+            newest = self._newest_base()
+            if newest is None:
+                return None
+            try:
+                loaded = self._load(newest)
+            except Exception:  # missing or damaged: the catalog still has every chunk
+                if self._newest_base() != newest:
+                    logger.info("the BM25 base %s was replaced while it was read; reading the newer one",
+                                self._path(newest).name)
+                    continue
+                logger.warning("cannot load the BM25 index %s; rebuilding from the catalog", self._path(newest).name,
+                               exc_info=True)
+                return None
+            return loaded if loaded is not None and self._catch_up(loaded) else None
+        return None
+
+    def _newest_base(self) -> int | None:
         generation = self.kb.generation
-        saved = sorted((int(m.group(1)) for p in self.kb.folder.glob(f"{_PREFIX}*")
-                        if (m := _BASE_FOLDER.fullmatch(p.name)) and int(m.group(1)) <= generation),
-                       reverse=True)
-        loaded = self._load(saved[0]) if saved else None
-        if loaded is None or not self._catch_up(loaded):
-            return None
-        return loaded
+        return max((int(m.group(1)) for p in self.kb.folder.glob(f"{_PREFIX}*")
+                    if (m := _BASE_FOLDER.fullmatch(p.name)) and int(m.group(1)) <= generation), default=None)
 
     def _load(self, generation: int) -> _Loaded | None:
+        """The base of this generation; None when another tokenizer or layout made it. Raises when it cannot be
+        read."""
         path = self._path(generation)
-        try:
-            meta = json.loads((path / _META).read_text())
-            if (meta.get("tokenizer"), meta.get("format"), meta.get("generation")) != (TOKENIZER, FORMAT,
-                                                                                        generation):
-                logger.info("%s was made by another tokenizer, layout or for another generation; rebuilding from "
-                            "the catalog", path.name)
-                return None
-            segments = [_Segment.load(path / f"segment-{n:04d}.npz") for n in range(meta["segments"])]
-            return _Loaded(generation, segments, base_generation=generation)
-        except Exception:  # missing or damaged: the catalog still has every chunk
-            logger.warning("cannot load the BM25 index %s; rebuilding from the catalog", path.name, exc_info=True)
+        meta = json.loads((path / _META).read_text())
+        if (meta.get("tokenizer"), meta.get("format"), meta.get("generation")) != (TOKENIZER, FORMAT, generation):
+            logger.info("%s was made by another tokenizer, layout or for another generation; rebuilding from the "
+                        "catalog", path.name)
             return None
+        segments = [_Segment.load(path / f"segment-{n:04d}.npz") for n in range(meta["segments"])]
+        return _Loaded(generation, segments, base_generation=generation)
 
     def _build(self) -> _Loaded:
         """Index every chunk of one generation, SEGMENT_CHUNKS at a time."""

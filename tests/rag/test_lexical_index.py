@@ -240,3 +240,35 @@ def test_coverage_is_the_share_of_the_query_words_each_live_chunk_holds(text_sto
         assert index.coverage(terms, asked) == pytest.approx(expected), query
     assert index.coverage([], asked[:3]) == dict.fromkeys(asked[:3], 0.0)
     assert index.coverage(["pump"], []) == {}
+
+
+def test_a_base_replaced_by_another_process_while_it_is_read_gives_way_to_the_newer_one(text_store, monkeypatch,
+                                                                                      caplog):
+    """Regression (a CI run of test_two_processes): a process read bm25-40 while another saved bm25-41 and removed
+    bm25-40; the reader warned with a traceback and rebuilt BM25 from the whole catalog. The other process's save is
+    placed inside the read by wrapping the segment loader (timing only: the save and the removal are real)."""
+    from rag import lexical_index
+
+    kb, rng, _ = text_store
+    LexicalIndex(kb).refresh()  # the base of this generation, saved
+    old = kb.generation
+    add_text_document(kb, "later.txt", ["pump valve turbine"])
+    other = KnowledgeBase(kb.folder, kb.text_model, use_gpu=False)  # another process, which saves a newer base
+    other_index = LexicalIndex(other)
+    real_load = lexical_index._Segment.load.__func__
+    replaced: list[bool] = []
+
+    def load_while_replaced(cls, path):
+        if path.parent.name == f"bm25-{old}" and not replaced:
+            replaced.append(True)  # once: the other process's own refresh reads bm25-<old> through here too
+            other_index._save(other_index.refresh())  # bm25-<newer> written, bm25-<old> removed
+        return real_load(cls, path)
+
+    monkeypatch.setattr(lexical_index._Segment, "load", classmethod(load_while_replaced))
+    with caplog.at_level(logging.INFO, logger="rag.lexical_index"):
+        loaded = LexicalIndex(kb).refresh()
+    assert loaded.base_generation == kb.generation > old  # the newer base, not a rebuild
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "was replaced while it was read" in caplog.text
+    assert bm25_folders(kb) == [f"bm25-{kb.generation}"]
+    other.close()
